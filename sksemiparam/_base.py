@@ -1,0 +1,532 @@
+"""The scikit-learn contract for a torch-backed estimator, and the one training loop.
+
+An estimator subclasses ``TorchClassifierBase`` (or a future regressor base) and writes a few steps:
+
+- ``_build_module(n_features, n_outputs) -> nn.Module``: the network, built inside ``fit``;
+- ``_loss(X, y, ids) -> Tensor``: the training loss of one batch (``ids`` index the rows of the data
+  passed to this ``fit``/``partial_fit`` call, for estimators that must exclude a row's own memory entry);
+- ``_forward(X) -> Tensor``: the prediction of one batch in eval mode; for classifiers, log-probabilities;
+- optionally ``_check_fit_data``, ``_before_validation``, ``_on_train_end`` and ``_to_device``.
+
+The base owns validation, label encoding, seeding, device, batching, the epoch loop, early stopping,
+progress and persistence.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from contextlib import contextmanager
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import train_test_split
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.multiclass import check_classification_targets, unique_labels
+from sklearn.utils.validation import check_is_fitted, validate_data
+from torch import nn
+
+from .nn import make_embedding
+
+__all__ = ["TorchClassifierBase", "TorchEstimatorBase", "resolve_device"]
+
+# Rows per forward pass at predict time. Any value gives the same predictions (batch invariance).
+_PREDICT_CHUNK = 2048
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """Turn an estimator's ``device`` parameter into a ``torch.device``, checking it exists.
+
+    ``"auto"`` is CUDA when ``torch.cuda.is_available()``, else the CPU. ``"cpu"``, ``"cuda"`` and
+    ``"cuda:N"`` are taken as given; asking for CUDA without one is a ``ValueError``.
+    """
+    if isinstance(device, str) and device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(
+            f"`device`={device!r} is not a device; use 'auto', 'cpu', 'cuda' or 'cuda:N'"
+        ) from None
+    if dev.type == "cpu":
+        return dev
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"`device`={device!r} was requested but CUDA is not available on this machine "
+                "(torch.cuda.is_available() is False); use device='cpu' or device='auto'"
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"`device`={device!r} was requested but only {torch.cuda.device_count()} CUDA "
+                f"device(s) exist; use 'cuda:0' .. 'cuda:{torch.cuda.device_count() - 1}'"
+            )
+        return dev
+    raise ValueError(f"`device`={device!r} is not supported; use 'auto', 'cpu', 'cuda' or 'cuda:N'")
+
+
+def _tensor_to(obj, device):
+    """Move every tensor in a nested optimizer state dict to ``device``."""
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, dict):
+        return {k: _tensor_to(v, device) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_tensor_to(v, device) for v in obj]
+    return obj
+
+
+class TorchEstimatorBase(BaseEstimator):
+    """Shared parameters, training loop and persistence of the torch-backed estimators.
+
+    Not used directly: subclasses define ``__init__`` with their full parameter list and the hooks
+    named in the module docstring. See ``SemiparametricClassifier`` for the parameters documented
+    here once for all estimators.
+    """
+
+    _parameter_constraints: dict = {
+        "embedding": [StrOptions({"mlp", "conv"}), callable],
+        "hidden_layer_sizes": ["array-like"],
+        "embedding_dim": [Interval(Integral, 1, None, closed="left")],
+        "image_shape": ["array-like", None],
+        "max_epochs": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "weight_decay": [Interval(Real, 0, None, closed="left")],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "warm_start": ["boolean"],
+        "device": [str, torch.device],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
+    # The embedding network's last layer gets a ReLU (see nn.MLPEmbedding.final_activation).
+    _embedding_final_activation = True
+
+    def __init__(
+        self,
+        *,
+        embedding="mlp",
+        hidden_layer_sizes=(32,),
+        embedding_dim=32,
+        image_shape=None,
+        max_epochs=100,
+        batch_size=100,
+        learning_rate=1e-3,
+        weight_decay=0.0,
+        early_stopping=False,
+        validation_fraction=0.1,
+        n_iter_no_change=10,
+        tol=1e-4,
+        warm_start=False,
+        device="auto",
+        random_state=None,
+        verbose=0,
+    ):
+        self.embedding = embedding
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.embedding_dim = embedding_dim
+        self.image_shape = image_shape
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
+        self.warm_start = warm_start
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------ hooks
+    def _build_module(self, n_features: int, n_outputs: int) -> nn.Module:
+        raise NotImplementedError
+
+    def _loss(self, X: torch.Tensor, y: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _forward(self, X: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _check_fit_data(self, X: np.ndarray, y: np.ndarray, *, first_pass: bool, incremental: bool):
+        """Data-dependent parameter checks, before any state changes. Raise ValueError."""
+
+    def _before_validation(self, X: torch.Tensor, y: torch.Tensor) -> None:
+        """Make the model ready to predict, given the training split (e.g. refresh a memory)."""
+
+    def _on_train_end(self, X: torch.Tensor, y: torch.Tensor, *, incremental: bool) -> None:
+        """Called after the last epoch with all rows of this call (e.g. to store them)."""
+
+    def _to_device(self, device: torch.device) -> None:
+        """Move the fitted state to ``device``. Subclasses extend it for their own tensors."""
+        if self.device_ == device:
+            return
+        state = self._get_optimizer().state_dict()
+        self.module_.to(device)
+        self.device_ = device
+        self._optimizer = None
+        self._optimizer_state = state  # load_state_dict casts it to the parameters' device
+
+    # Target handling: implemented by the classifier / regressor bases.
+    def _validate_targets(self, y, classes, *, first_pass, incremental):
+        """Check and encode y without changing the estimator; returns (y_encoded, n_outputs)."""
+        raise NotImplementedError
+
+    def _commit_targets(self) -> None:
+        """Store what ``_validate_targets`` found (e.g. ``classes_``), once the call cannot fail."""
+
+    def _score_tensors(self, X: torch.Tensor, y: torch.Tensor) -> float:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------ building parts
+    def _make_embedding(self, n_features: int) -> nn.Module:
+        """The embedding network chosen by ``embedding`` (shared by every estimator)."""
+        return make_embedding(
+            self.embedding,
+            in_features=n_features,
+            hidden_layer_sizes=tuple(self.hidden_layer_sizes),
+            embedding_dim=self.embedding_dim,
+            image_shape=None if self.image_shape is None else tuple(self.image_shape),
+            final_activation=self._embedding_final_activation,
+        )
+
+    def _get_optimizer(self) -> torch.optim.Optimizer:
+        """AdamW over the module's parameters; rebuilt lazily after unpickling or a device move."""
+        if getattr(self, "_optimizer", None) is None:
+            self._optimizer = torch.optim.AdamW(
+                self.module_.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay
+            )
+            state = getattr(self, "_optimizer_state", None)
+            if state is not None:
+                self._optimizer.load_state_dict(state)
+                self._optimizer_state = None
+        for group in self._optimizer.param_groups:  # honour set_params between calls
+            group["lr"] = self.learning_rate
+            group["weight_decay"] = self.weight_decay
+        return self._optimizer
+
+    @contextmanager
+    def _seeded(self, device: torch.device):
+        """Draw a seed from the estimator's generator and run the block under it.
+
+        Module initialisation and dropout use torch's global generators; this forks them, seeds the
+        fork and restores them afterwards, so library code never changes the caller's RNG state.
+        """
+        seed = int(torch.randint(0, 2**62, (1,), generator=self._generator))
+        cuda = (
+            [device.index if device.index is not None else torch.cuda.current_device()]
+            if (device.type == "cuda")
+            else []
+        )
+        with torch.random.fork_rng(devices=cuda, device_type="cuda"):
+            torch.random.default_generator.manual_seed(seed)
+            if cuda:
+                with torch.cuda.device(cuda[0]):
+                    torch.cuda.manual_seed(seed)
+            yield
+
+    # ------------------------------------------------------------------ fitting
+    def _fit(self, X, y, *, incremental: bool, classes=None):
+        self._validate_params()
+        first_pass = not hasattr(self, "module_") or (not self.warm_start and not incremental)
+        saved = {k: self.__dict__[k] for k in ("n_features_in_", "feature_names_in_") if k in self.__dict__}
+        try:
+            X, y = validate_data(self, X, y, reset=first_pass, dtype=np.float32, y_numeric=False)
+            y_enc, n_outputs = self._validate_targets(
+                y, classes, first_pass=first_pass, incremental=incremental
+            )
+            self._check_fit_data(X, y_enc, first_pass=first_pass, incremental=incremental)
+            device = resolve_device(self.device)
+        except BaseException:
+            # A failed call leaves the estimator as it was.
+            for k in ("n_features_in_", "feature_names_in_"):
+                self.__dict__.pop(k, None)
+            self.__dict__.update(saved)
+            raise
+        self._commit_targets()
+
+        if first_pass:
+            rng = check_random_state(self.random_state)
+            self._generator = torch.Generator().manual_seed(int(rng.randint(0, 2**31 - 1)))
+            self.device_ = device
+            with self._seeded(device):
+                self.module_ = self._build_module(X.shape[1], n_outputs).to(device)
+            self._optimizer = None
+            self._optimizer_state = None
+            self.n_iter_ = 0
+            self.loss_curve_ = []
+            self.best_loss_ = np.inf
+            self._no_improvement_count = 0
+            self.validation_scores_ = None
+            self.best_validation_score_ = None
+        else:
+            self._to_device(device)
+
+        X_t = torch.from_numpy(np.require(X, dtype=np.float32, requirements=["C", "W"]))
+        y_t = torch.from_numpy(np.require(y_enc, requirements=["C", "W"]))
+        with self._seeded(device):
+            self._train(X_t, y_t, incremental=incremental, device=device)
+        return self
+
+    def _train(self, X: torch.Tensor, y: torch.Tensor, *, incremental: bool, device: torch.device):
+        early_stopping = self.early_stopping and not incremental
+        X_train, y_train, X_val, y_val = X, y, None, None
+        if early_stopping:
+            stratify = y.numpy() if isinstance(self, ClassifierMixin) else None
+            rows = np.arange(X.shape[0])
+            try:
+                train_rows, val_rows = train_test_split(
+                    rows,
+                    test_size=self.validation_fraction,
+                    random_state=int(torch.randint(0, 2**31 - 1, (1,), generator=self._generator)),
+                    stratify=stratify,
+                )
+            except ValueError:  # a class too small to stratify
+                train_rows, val_rows = train_test_split(
+                    rows,
+                    test_size=self.validation_fraction,
+                    random_state=int(torch.randint(0, 2**31 - 1, (1,), generator=self._generator)),
+                )
+            train_rows, val_rows = np.sort(train_rows), np.sort(val_rows)
+            X_train, y_train = X[train_rows], y[train_rows]
+            X_val, y_val = X[val_rows].to(device), y[val_rows].to(device)
+            self.validation_scores_ = []  # of this fit call
+            self.best_validation_score_ = -np.inf
+        if device.type == "cuda":
+            X_train, y_train = X_train.pin_memory(), y_train.pin_memory()
+
+        n = X_train.shape[0]
+        batch_size = min(self.batch_size, n)
+        optimizer = self._get_optimizer()
+        epochs = 1 if incremental else self.max_epochs
+        best_state = None
+        progress = None
+        if self.verbose == 1:
+            from tqdm.auto import tqdm
+
+            progress = tqdm(total=epochs, desc=type(self).__name__, unit="epoch", leave=False)
+        converged = False
+        try:
+            for _ in range(epochs):
+                self.module_.train()
+                order = torch.randperm(n, generator=self._generator)
+                total = 0.0
+                for start in range(0, n, batch_size):
+                    ids = order[start : start + batch_size]
+                    xb = X_train[ids].to(device, non_blocking=True)
+                    yb = y_train[ids].to(device, non_blocking=True)
+                    loss = self._loss(xb, yb, ids.to(device))
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    total += float(loss.detach()) * ids.shape[0]
+                epoch_loss = total / n
+                self.n_iter_ += 1
+                self.loss_curve_.append(epoch_loss)
+                message = f"epoch {self.n_iter_}: loss {epoch_loss:.5f}"
+
+                if early_stopping:
+                    self.module_.eval()
+                    self._before_validation(X_train, y_train)
+                    score = self._score_tensors(X_val, y_val)
+                    self.validation_scores_.append(score)
+                    message += f", validation score {score:.5f}"
+                    if score > self.best_validation_score_:
+                        best_state = copy.deepcopy(self.module_.state_dict())
+                    improved = score >= self.best_validation_score_ + self.tol
+                    self.best_validation_score_ = max(self.best_validation_score_, score)
+                else:
+                    improved = epoch_loss <= self.best_loss_ - self.tol
+                self.best_loss_ = min(self.best_loss_, epoch_loss)
+                self._no_improvement_count = 0 if improved else self._no_improvement_count + 1
+
+                if progress is not None:
+                    progress.set_postfix_str(message.split(": ", 1)[1])
+                    progress.update(1)
+                elif self.verbose >= 2:
+                    print(message, flush=True)
+                if not incremental and self._no_improvement_count > self.n_iter_no_change:
+                    converged = True
+                    break
+        finally:
+            if progress is not None:
+                progress.close()
+
+        if early_stopping and best_state is not None:
+            self.module_.load_state_dict(best_state)
+        if not incremental and not converged:
+            warnings.warn(
+                f"{type(self).__name__}: max_epochs={self.max_epochs} reached and the optimization "
+                "has not converged yet.",
+                ConvergenceWarning,
+                stacklevel=4,
+            )
+        if not incremental:
+            self._no_improvement_count = 0  # a later warm-started fit starts counting afresh
+        self.module_.eval()
+        self._on_train_end(X, y, incremental=incremental)
+
+    # ---------------------------------------------------------------- predicting
+    def _prepare_predict(self, X) -> torch.Tensor:
+        check_is_fitted(self, "module_")
+        X = validate_data(self, X, reset=False, dtype=np.float32)
+        device = resolve_device(self.device)
+        self._to_device(device)
+        self.module_.eval()
+        return torch.from_numpy(np.require(X, dtype=np.float32, requirements=["C", "W"]))
+
+    def _forward_all(self, X: torch.Tensor) -> torch.Tensor:
+        """Run ``_forward`` over ``X`` in chunks, in eval mode and without autograd; result on CPU."""
+        outputs = []
+        with torch.no_grad():
+            for start in range(0, X.shape[0], _PREDICT_CHUNK):
+                xb = X[start : start + _PREDICT_CHUNK].to(self.device_)
+                outputs.append(self._forward(xb).cpu())
+        return torch.cat(outputs)
+
+    # --------------------------------------------------------------- persistence
+    def __getstate__(self):
+        state = dict(super().__getstate__())  # object.__getstate__ returns __dict__ itself
+        if "module_" in state:
+            if getattr(self, "device_", torch.device("cpu")).type != "cpu":
+                state["module_"] = copy.deepcopy(self.module_).cpu()
+            state["device_"] = torch.device("cpu")
+        if state.get("_optimizer") is not None:
+            state["_optimizer_state"] = _tensor_to(self._optimizer.state_dict(), "cpu")
+        state["_optimizer"] = None
+        if state.get("_generator") is not None:
+            state["_generator"] = self._generator.get_state()
+        return state
+
+    def __setstate__(self, state):
+        generator_state = state.get("_generator")
+        super().__setstate__(state)
+        if isinstance(generator_state, torch.Tensor):
+            self._generator = torch.Generator()
+            self._generator.set_state(generator_state)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = False
+        tags.input_tags.sparse = False
+        tags.non_deterministic = False
+        return tags
+
+
+class TorchClassifierBase(ClassifierMixin, TorchEstimatorBase):
+    """Label encoding, ``partial_fit(classes=...)`` and probability outputs for classifiers.
+
+    ``_forward`` returns log-probabilities (n, n_classes) in ``classes_`` order.
+    """
+
+    def fit(self, X, y):
+        """Train on (X, y) for up to ``max_epochs`` epochs.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+            Class labels of any type (numbers, strings).
+
+        Returns
+        -------
+        self
+        """
+        return self._fit(X, y, incremental=False)
+
+    def partial_fit(self, X, y, classes=None):
+        """One pass over (X, y), keeping the optimizer state between calls.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+        classes : array-like of shape (n_classes,), default=None
+            All classes that can appear in any call. Required on the first call (as in
+            ``SGDClassifier``), optional and checked on later ones.
+
+        Returns
+        -------
+        self
+        """
+        return self._fit(X, y, incremental=True, classes=classes)
+
+    def _validate_targets(self, y, classes, *, first_pass, incremental):
+        check_classification_targets(y)
+        if incremental:
+            known = getattr(self, "classes_", None)
+            if known is None and classes is None:
+                raise ValueError("classes must be passed on the first call to partial_fit.")
+            if classes is not None:
+                if known is not None and not np.array_equal(known, unique_labels(classes)):
+                    raise ValueError(
+                        f"`classes={classes!r}` is not the same as on last call to partial_fit, "
+                        f"was: {known!r}"
+                    )
+                new_classes = unique_labels(classes) if known is None else known
+            else:
+                new_classes = known
+            if first_pass and len(new_classes) < 2:
+                raise ValueError(
+                    f"`classes` has {len(new_classes)} class; a classifier needs at least 2 classes"
+                )
+        elif first_pass:
+            new_classes = unique_labels(y)
+            if len(new_classes) < 2:
+                raise ValueError(
+                    f"`y` has only one class ({new_classes[0]!r}); a classifier needs at least 2 classes"
+                )
+        else:  # warm start
+            new_classes = self.classes_
+        unseen = np.setdiff1d(unique_labels(y), new_classes)
+        if unseen.size:
+            raise ValueError(
+                f"`y` has classes not in `self.classes_`. `self.classes_` has {list(new_classes)}. "
+                f"'y' has {list(unique_labels(y))}."
+            )
+        self._pending_classes = new_classes
+        return np.searchsorted(new_classes, y).astype(np.int64), len(new_classes)
+
+    def _commit_targets(self):
+        self.classes_ = self._pending_classes
+        del self._pending_classes
+
+    def _score_tensors(self, X, y):
+        with torch.no_grad():
+            pred = self._forward(X).argmax(1)
+        return float((pred == y).float().mean())
+
+    def predict_log_proba(self, X):
+        """Log of ``predict_proba``."""
+        with np.errstate(divide="ignore"):
+            return np.log(self.predict_proba(X))
+
+    def predict_proba(self, X):
+        """Class probabilities.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_classes), float64
+            Rows sum to 1; columns in ``classes_`` order.
+        """
+        X_t = self._prepare_predict(X)
+        proba = self._forward_all(X_t).double().exp().numpy()
+        return proba / proba.sum(axis=1, keepdims=True)
+
+    def predict(self, X):
+        """Predicted class labels (of the type given in ``y``)."""
+        proba = self.predict_proba(X)  # before touching classes_: unfitted -> NotFittedError
+        return self.classes_[np.argmax(proba, axis=1)]

@@ -1,0 +1,267 @@
+"""NeighborIndex: k-nearest-neighbour search over stored keys, exact or approximate.
+
+Every estimator here that retrieves neighbours goes through this one small interface::
+
+    index = NeighborIndex("auto").build(keys)     # keys: (N, d) tensor
+    index.add(more_keys)                          # grows the index, ids continue at N
+    dist, ids = index.query(queries, k, exclude=own_ids)
+
+Distances are squared Euclidean. Two backends sit behind it:
+
+- ``"exact"``: torch, on the keys' device, chunked ``cdist`` + ``topk``, so memory stays bounded;
+- ``"approximate"``: a pynndescent nearest-neighbour graph. pynndescent (and numba) are imported only
+  here, on first use: their JIT compilation costs tens of seconds in every new process.
+
+``"auto"`` picks exact below ``AUTO_THRESHOLD`` stored keys and approximate above (see the ``index``
+benchmark for the measurement behind the number).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+__all__ = ["AUTO_THRESHOLD", "NeighborIndex"]
+
+# Exact search below this many stored keys, approximate above. Measured by `python -m benchmarks index`
+# (d = 32, 10k queries, steady state after numba's compilation): see benchmarks/index.py and docs.
+AUTO_THRESHOLD = 100_000
+
+# Work per chunk of the exact search: about this many query-key distances (float32) at once.
+_EXACT_CHUNK_ELEMENTS = 2**24
+
+
+def _check_2d(name: str, x: torch.Tensor) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"`{name}` must be a torch.Tensor, got {type(x).__name__}")
+    if x.ndim != 2:
+        raise ValueError(f"`{name}` must be 2-D (n, d), got shape {tuple(x.shape)}")
+    return x
+
+
+class NeighborIndex:
+    """k-nearest-neighbour search under squared Euclidean distance.
+
+    Parameters
+    ----------
+    method : {"auto", "exact", "approximate"}, default="auto"
+        Backend. ``"auto"`` uses exact search while fewer than ``auto_threshold`` keys are stored
+        and a pynndescent graph from then on.
+    auto_threshold : int, default=AUTO_THRESHOLD
+        Number of stored keys from which ``"auto"`` switches to the approximate backend.
+    graph_degree : int, default=30
+        Out-degree of the pynndescent graph (its ``n_neighbors``). Larger is slower to build and
+        more accurate.
+    epsilon : float, default=0.2
+        pynndescent's search-breadth parameter at query time; larger is slower and more accurate.
+    random_state : int or None, default=None
+        Seed of the approximate graph's construction.
+    n_jobs : int or None, default=None
+        Threads of the approximate backend (pynndescent's ``n_jobs``).
+
+    Attributes
+    ----------
+    backend_ : {"exact", "approximate"}
+        The backend in use after ``build``.
+    """
+
+    def __init__(
+        self,
+        method: str = "auto",
+        *,
+        auto_threshold: int = AUTO_THRESHOLD,
+        graph_degree: int = 30,
+        epsilon: float = 0.2,
+        random_state: int | None = None,
+        n_jobs: int | None = None,
+    ) -> None:
+        if method not in ("auto", "exact", "approximate"):
+            raise ValueError(f"`method` must be 'auto', 'exact' or 'approximate', got {method!r}")
+        if auto_threshold < 1:
+            raise ValueError(f"`auto_threshold` must be >= 1, got {auto_threshold}")
+        if graph_degree < 2:
+            raise ValueError(f"`graph_degree` must be >= 2, got {graph_degree}")
+        self.method = method
+        self.auto_threshold = auto_threshold
+        self.graph_degree = graph_degree
+        self.epsilon = epsilon
+        self.random_state = random_state
+        self.n_jobs = n_jobs
+        self._keys: torch.Tensor | None = None
+        self._graph = None  # pynndescent.NNDescent, never pickled: rebuilt on first use
+        self._graph_size = 0  # number of keys the graph holds
+
+    # ------------------------------------------------------------------ building
+    def build(self, keys: torch.Tensor) -> NeighborIndex:
+        """Replace the stored keys with ``keys`` (N, d) and index them."""
+        keys = _check_2d("keys", keys).detach()
+        if keys.shape[0] == 0:
+            raise ValueError("cannot build a NeighborIndex from 0 keys")
+        if not torch.isfinite(keys).all():
+            raise ValueError("`keys` contains NaN or infinity")
+        self._keys = keys.contiguous()
+        self._graph = None
+        self._graph_size = 0
+        self.backend_ = self._choose_backend(keys.shape[0])
+        if self.backend_ == "approximate":
+            self._build_graph()
+        return self
+
+    def add(self, keys: torch.Tensor) -> NeighborIndex:
+        """Append ``keys`` (n, d); their ids continue after the stored ones."""
+        if self._keys is None:
+            return self.build(keys)
+        keys = _check_2d("keys", keys).detach().to(self._keys.device, self._keys.dtype)
+        if keys.shape[1] != self._keys.shape[1]:
+            raise ValueError(
+                f"`keys` have {keys.shape[1]} dimensions but the index stores {self._keys.shape[1]}"
+            )
+        if not torch.isfinite(keys).all():
+            raise ValueError("`keys` contains NaN or infinity")
+        self._keys = torch.cat([self._keys, keys])
+        backend = self._choose_backend(self._keys.shape[0])
+        if backend == "approximate" and self.backend_ == "approximate" and self._graph is not None:
+            # pynndescent grows its graph in place (update), cheaper than a rebuild.
+            self._graph.update(keys.cpu().numpy().astype(np.float32, copy=False))
+            self._graph.prepare()
+            self._graph_size = self._keys.shape[0]
+        elif backend == "approximate":
+            self._graph = None  # built lazily at the next query
+        self.backend_ = backend
+        return self
+
+    def _choose_backend(self, n: int) -> str:
+        if self.method == "auto":
+            return "approximate" if n >= self.auto_threshold else "exact"
+        return self.method
+
+    def _build_graph(self) -> None:
+        import pynndescent  # lazy: numba compiles on first use, tens of seconds per process
+
+        data = self._keys.cpu().numpy().astype(np.float32, copy=False)
+        self._graph = pynndescent.NNDescent(
+            data,
+            metric="sqeuclidean",
+            n_neighbors=min(self.graph_degree, max(data.shape[0] - 1, 1)),
+            random_state=self.random_state,
+            n_jobs=self.n_jobs,
+            low_memory=True,
+        )
+        self._graph.prepare()
+        self._graph_size = data.shape[0]
+
+    # ------------------------------------------------------------------ querying
+    def __len__(self) -> int:
+        return 0 if self._keys is None else int(self._keys.shape[0])
+
+    @property
+    def keys(self) -> torch.Tensor:
+        """The stored keys (N, d)."""
+        if self._keys is None:
+            raise RuntimeError("NeighborIndex is empty: call build() first")
+        return self._keys
+
+    def query(
+        self, queries: torch.Tensor, k: int, *, exclude: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ``k`` nearest stored keys of each query.
+
+        Parameters
+        ----------
+        queries : Tensor of shape (n, d)
+        k : int
+            Neighbours per query, ``1 <= k <= len(self)`` (``len(self) - 1`` with ``exclude``).
+        exclude : LongTensor of shape (n,), optional
+            Per query, the id of a stored key it must not retrieve (its own), or -1 for none.
+
+        Returns
+        -------
+        distances : Tensor of shape (n, k)
+            Squared Euclidean distances, ascending, on the keys' device.
+        ids : LongTensor of shape (n, k)
+        """
+        keys = self.keys
+        queries = _check_2d("queries", queries).detach().to(keys.device, keys.dtype)
+        if queries.shape[1] != keys.shape[1]:
+            raise ValueError(
+                f"`queries` have {queries.shape[1]} dimensions but the index stores {keys.shape[1]}"
+            )
+        available = len(self) - (1 if exclude is not None else 0)
+        if not 1 <= k <= available:
+            raise ValueError(
+                f"`k`={k} neighbours requested but only {available} stored keys can be returned; "
+                f"pass 1 <= k <= {available}"
+            )
+        if exclude is not None:
+            exclude = torch.as_tensor(exclude, dtype=torch.long, device=keys.device).reshape(-1)
+            if exclude.shape[0] != queries.shape[0]:
+                raise ValueError(
+                    f"`exclude` has {exclude.shape[0]} entries but there are {queries.shape[0]} queries"
+                )
+        if queries.shape[0] == 0:
+            empty = torch.empty(0, k, device=keys.device)
+            return empty, empty.long()
+        if self.backend_ == "exact":
+            return self._query_exact(queries, k, exclude)
+        return self._query_approximate(queries, k, exclude)
+
+    def _query_exact(self, queries, k, exclude):
+        keys = self.keys
+        chunk = max(1, _EXACT_CHUNK_ELEMENTS // keys.shape[0])
+        dists, ids = [], []
+        for start in range(0, queries.shape[0], chunk):
+            q = queries[start : start + chunk]
+            d = torch.cdist(q, keys).square_()
+            if exclude is not None:
+                e = exclude[start : start + chunk]
+                rows = torch.nonzero(e >= 0).squeeze(1)
+                d[rows, e[rows]] = float("inf")
+            dist, idx = torch.topk(d, k, dim=1, largest=False, sorted=True)
+            dists.append(dist)
+            ids.append(idx)
+        return torch.cat(dists), torch.cat(ids)
+
+    def _query_approximate(self, queries, k, exclude):
+        if self._graph is None or self._graph_size != len(self):
+            self._build_graph()
+        device = self.keys.device
+        q = queries.cpu().numpy().astype(np.float32, copy=False)
+        extra = 1 if exclude is not None else 0
+        idx, dist = self._graph.query(q, k=k + extra, epsilon=self.epsilon)
+        idx = torch.from_numpy(idx.astype(np.int64))
+        dist = torch.from_numpy(dist.astype(np.float32))
+        if exclude is not None:
+            e = exclude.cpu()
+            is_self = idx == e[:, None]
+            # Keep the k first ids that are not the query's own; if it was not found drop the last.
+            drop = torch.where(is_self.any(1), is_self.float().argmax(1), torch.full_like(e, k))
+            keep = torch.ones_like(idx, dtype=torch.bool)
+            keep[torch.arange(idx.shape[0]), drop] = False
+            idx = idx[keep].reshape(-1, k)
+            dist = dist[keep].reshape(-1, k)
+        # pynndescent pads with -1 / inf when its graph cannot supply k neighbours: never pass that on.
+        if (idx < 0).any():
+            raise RuntimeError(
+                "the approximate index returned fewer neighbours than requested; "
+                "use method='exact' for such a small or degenerate set of keys"
+            )
+        return dist.to(device), idx.to(device)
+
+    # --------------------------------------------------------------- persistence
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_graph"] = None  # rebuilt on first query after unpickling
+        state["_graph_size"] = 0
+        if self._keys is not None:
+            state["_keys"] = self._keys.detach().cpu()
+        return state
+
+    def to(self, device: torch.device | str) -> NeighborIndex:
+        """Move the stored keys (and exact search) to ``device``."""
+        if self._keys is not None:
+            self._keys = self._keys.to(device)
+        return self
+
+    def __repr__(self) -> str:
+        backend = getattr(self, "backend_", "unbuilt")
+        return f"NeighborIndex(method={self.method!r}, backend={backend!r}, n_keys={len(self)})"

@@ -1,0 +1,101 @@
+"""The network of Deep Semiparametric Learning (Jain & Lindsey): embedding, neighbour estimate, head."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from .kernels import pairwise_sq_distances, soft_neighbor_class_estimate
+
+MODES = ("semiparametric", "parametric", "nonparametric")
+
+# log(p) of a class no neighbour votes for, in the nonparametric mode (p clamped to this).
+_MIN_PROBA = 1e-12
+
+
+class SemiparametricNet(nn.Module):
+    """Embedding v = f(x), neighbour estimate c' over labelled neighbours, classifier on [v, c'].
+
+    Parameters
+    ----------
+    embedding : nn.Module
+        Maps (n, in_features) to (n, embedding_dim).
+    embedding_dim : int
+    n_classes : int
+    mode : {"semiparametric", "parametric", "nonparametric"}
+        ``"parametric"``: head on v only. ``"nonparametric"``: the estimate c' is the output.
+    tau : float
+        Exponent of the weights w_ij = d_ij^-tau on squared distances d_ij.
+    head_layer_sizes : sequence of int
+        Hidden widths of the classifier head; ``()`` is one linear layer (the paper's MNIST head).
+    """
+
+    def __init__(
+        self,
+        *,
+        embedding: nn.Module,
+        embedding_dim: int,
+        n_classes: int,
+        mode: str = "semiparametric",
+        tau: float = 2.0,
+        head_layer_sizes: Sequence[int] = (),
+    ) -> None:
+        if mode not in MODES:
+            raise ValueError(f"`mode` must be one of {MODES}, got {mode!r}")
+        if n_classes < 2:
+            raise ValueError(f"`n_classes` must be >= 2, got {n_classes}")
+        super().__init__()
+        self.embedding = embedding
+        self.n_classes = n_classes
+        self.mode = mode
+        self.tau = float(tau)
+        if mode == "nonparametric":
+            self.head = None
+        else:
+            width = embedding_dim + (n_classes if mode == "semiparametric" else 0)
+            layers: list[nn.Module] = []
+            for h in head_layer_sizes:
+                layers += [nn.Linear(width, h), nn.ReLU()]
+                width = h
+            layers.append(nn.Linear(width, n_classes))
+            self.head = nn.Sequential(*layers)
+
+    @property
+    def uses_neighbors(self) -> bool:
+        return self.mode != "parametric"
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """(n, in_features) -> (n, embedding_dim)."""
+        return self.embedding(x)
+
+    def in_batch_estimate(self, v: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Neighbour estimate of each row from the other rows of its batch (j != i). (n, n_classes)."""
+        n = v.shape[0]
+        mask = ~torch.eye(n, dtype=torch.bool, device=v.device)
+        return soft_neighbor_class_estimate(pairwise_sq_distances(v, v), y, self.n_classes, self.tau, mask)
+
+    def memory_estimate(
+        self, v: torch.Tensor, neighbor_keys: torch.Tensor, neighbor_labels: torch.Tensor
+    ) -> torch.Tensor:
+        """Neighbour estimate from retrieved memory entries.
+
+        ``neighbor_keys`` (n, k, e) and ``neighbor_labels`` (n, k) are each row's own neighbours;
+        distances are recomputed here, so gradients reach ``v``.
+        """
+        sq = (v[:, None, :] - neighbor_keys).square().sum(-1)
+        return soft_neighbor_class_estimate(sq, neighbor_labels, self.n_classes, self.tau)
+
+    def output(self, v: torch.Tensor, estimate: torch.Tensor | None) -> torch.Tensor:
+        """Log-probabilities (n, n_classes) from the embedding and the neighbour estimate."""
+        if self.mode == "nonparametric":
+            return torch.log(estimate.clamp_min(_MIN_PROBA))
+        features = v if self.mode == "parametric" else torch.cat([v, estimate], dim=1)
+        return torch.log_softmax(self.head(features), dim=1)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Training forward pass: log-probabilities with in-batch neighbour estimates."""
+        v = self.embed(x)
+        estimate = self.in_batch_estimate(v, y) if self.uses_neighbors else None
+        return self.output(v, estimate)

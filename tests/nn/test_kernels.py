@@ -1,0 +1,104 @@
+"""The neighbour weights and class estimate of Deep Semiparametric Learning, by hand and by gradcheck."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from sksemiparam.nn import (
+    SemiparametricNet,
+    inverse_distance_log_weights,
+    pairwise_sq_distances,
+    soft_neighbor_class_estimate,
+)
+
+# Four points on a line, two classes: v = 0, 1 (class 0) and 3, 4 (class 1).
+V = torch.tensor([[0.0], [1.0], [3.0], [4.0]], dtype=torch.float64)
+Y = torch.tensor([0, 0, 1, 1])
+
+
+def test_four_point_weights_by_hand():
+    # Squared distances from v=0 to 1, 3, 4 are 1, 9, 16; with tau=2, w = 1, 1/81, 1/256,
+    # normalised by 1 + 1/81 + 1/256 = 21073/20736.
+    log_w = inverse_distance_log_weights(pairwise_sq_distances(V, V), 2.0, ~torch.eye(4, dtype=torch.bool))
+    w = log_w.exp()
+    np.testing.assert_allclose(w[0, 1:], [20736 / 21073, 256 / 21073, 81 / 21073], rtol=1e-12)
+    assert w[0, 0] == 0  # j != i
+    # From v=1: distances 1, 4, 9 -> w = 1, 1/16, 1/81, normalised by 1393/1296.
+    np.testing.assert_allclose(w[1, [0, 2, 3]], [1296 / 1393, 81 / 1393, 16 / 1393], rtol=1e-12)
+
+
+def test_four_point_class_estimate_by_hand():
+    mask = ~torch.eye(4, dtype=torch.bool)
+    est = soft_neighbor_class_estimate(pairwise_sq_distances(V, V), Y, 2, 2.0, mask)
+    expected = [
+        [20736 / 21073, 337 / 21073],
+        [1296 / 1393, 97 / 1393],
+        [97 / 1393, 1296 / 1393],
+        [337 / 21073, 20736 / 21073],
+    ]
+    np.testing.assert_allclose(est.numpy(), expected, rtol=1e-12)
+
+
+def test_network_in_batch_estimate_matches_hand_computation():
+    net = SemiparametricNet(embedding=nn.Identity(), embedding_dim=1, n_classes=2, tau=2.0).double()
+    est = net.in_batch_estimate(V, Y)
+    assert est[0, 0].item() == pytest.approx(20736 / 21073, rel=1e-12)
+    assert est[2, 1].item() == pytest.approx(1296 / 1393, rel=1e-12)
+
+
+def test_tau_sharpens_the_estimate():
+    mask = ~torch.eye(4, dtype=torch.bool)
+    d = pairwise_sq_distances(V, V)
+    soft = soft_neighbor_class_estimate(d, Y, 2, 0.5, mask)[1, 0]
+    sharp = soft_neighbor_class_estimate(d, Y, 2, 4.0, mask)[1, 0]
+    assert 0.5 < soft < sharp < 1
+
+
+def test_duplicates_give_finite_values_and_gradients():
+    v = torch.tensor([[1.0, 2.0], [1.0, 2.0], [5.0, 5.0]], requires_grad=True)
+    y = torch.tensor([0, 1, 1])
+    est = soft_neighbor_class_estimate(
+        pairwise_sq_distances(v, v), y, 2, 2.0, ~torch.eye(3, dtype=torch.bool)
+    )
+    assert torch.isfinite(est).all()
+    # The duplicate dominates row 0's estimate: its class is 1.
+    assert est[0, 1] > 0.999
+    est[:, 0].sum().backward()
+    assert torch.isfinite(v.grad).all()
+
+
+def test_row_without_neighbours_is_uniform():
+    est = soft_neighbor_class_estimate(
+        torch.zeros(1, 1), torch.tensor([2]), 3, 2.0, torch.zeros(1, 1, dtype=torch.bool)
+    )
+    np.testing.assert_allclose(est.numpy(), [[1 / 3, 1 / 3, 1 / 3]])
+
+
+def test_per_row_labels_match_shared_labels():
+    g = torch.Generator().manual_seed(0)
+    d = torch.rand(5, 7, generator=g, dtype=torch.float64)
+    labels = torch.randint(0, 3, (7,), generator=g)
+    shared = soft_neighbor_class_estimate(d, labels, 3, 2.0)
+    per_row = soft_neighbor_class_estimate(d, labels.expand(5, 7), 3, 2.0)
+    np.testing.assert_allclose(shared.numpy(), per_row.numpy(), rtol=1e-12)
+
+
+def test_gradcheck_class_estimate():
+    g = torch.Generator().manual_seed(0)
+    v = torch.randn(6, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    y = torch.tensor([0, 1, 2, 0, 1, 2])
+    mask = ~torch.eye(6, dtype=torch.bool)
+
+    def fn(v):
+        return soft_neighbor_class_estimate(pairwise_sq_distances(v, v), y, 3, 2.0, mask)
+
+    assert torch.autograd.gradcheck(fn, (v,))
+
+
+def test_pairwise_sq_distances_matches_numpy():
+    g = torch.Generator().manual_seed(1)
+    a = torch.randn(4, 5, generator=g, dtype=torch.float64)
+    b = torch.randn(6, 5, generator=g, dtype=torch.float64)
+    expected = ((a.numpy()[:, None, :] - b.numpy()[None]) ** 2).sum(-1)
+    np.testing.assert_allclose(pairwise_sq_distances(a, b).numpy(), expected, rtol=1e-10, atol=1e-12)

@@ -1,0 +1,140 @@
+"""NeighborIndex: exact search matches brute force, approximate search keeps its recall."""
+
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from sksemiparam._index import NeighborIndex
+
+
+def brute_force(keys, queries, k, exclude=None):
+    d = ((queries[:, None, :] - keys[None]) ** 2).sum(-1)
+    if exclude is not None:
+        d[np.arange(len(queries)), exclude] = np.inf
+    ids = np.argsort(d, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(d, ids, 1), ids
+
+
+def clustered(n, d=16, centers=20, seed=0):
+    """Points of a fixed Gaussian mixture (the mixture depends on d and centers only, not on seed)."""
+    c = np.random.default_rng(12345).normal(scale=5.0, size=(centers, d))
+    rng = np.random.default_rng(seed)
+    return (c[rng.integers(0, centers, n)] + rng.normal(size=(n, d))).astype(np.float32)
+
+
+def test_exact_matches_brute_force():
+    keys, queries = clustered(500, seed=0), clustered(40, seed=1)
+    dist, ids = NeighborIndex("exact").build(torch.from_numpy(keys)).query(torch.from_numpy(queries), 10)
+    bd, bi = brute_force(keys.astype(np.float64), queries.astype(np.float64), 10)
+    np.testing.assert_array_equal(ids.numpy(), bi)
+    np.testing.assert_allclose(dist.numpy(), bd, rtol=1e-4, atol=1e-3)
+
+
+def test_exact_chunking_gives_the_same_answer(monkeypatch):
+    keys, queries = torch.from_numpy(clustered(300)), torch.from_numpy(clustered(50, seed=2))
+    whole = NeighborIndex("exact").build(keys).query(queries, 5)
+    monkeypatch.setattr("sksemiparam._index._EXACT_CHUNK_ELEMENTS", 300 * 7)  # 7 queries per chunk
+    chunked = NeighborIndex("exact").build(keys).query(queries, 5)
+    assert torch.equal(whole[1], chunked[1])
+
+
+def test_exact_exclude_self():
+    keys = torch.from_numpy(clustered(200))
+    own = torch.arange(200)
+    dist, ids = NeighborIndex("exact").build(keys).query(keys, 3, exclude=own)
+    assert not (ids == own[:, None]).any()
+    bd, bi = brute_force(keys.numpy().astype(np.float64), keys.numpy().astype(np.float64), 3, own.numpy())
+    np.testing.assert_array_equal(ids.numpy(), bi)
+    # -1 means "exclude nothing": the point finds itself at distance 0.
+    _, ids = NeighborIndex("exact").build(keys).query(keys[:5], 1, exclude=torch.full((5,), -1))
+    np.testing.assert_array_equal(ids[:, 0].numpy(), np.arange(5))
+
+
+def test_add_continues_ids():
+    keys = torch.from_numpy(clustered(100))
+    index = NeighborIndex("exact").build(keys[:60]).add(keys[60:])
+    assert len(index) == 100
+    _, ids = index.query(keys[60:70], 1)
+    np.testing.assert_array_equal(ids[:, 0].numpy(), np.arange(60, 70))
+
+
+def test_query_errors_name_the_problem():
+    index = NeighborIndex("exact").build(torch.zeros(12, 3))
+    with pytest.raises(ValueError, match=r"`k`=13 neighbours requested but only 12 stored keys"):
+        index.query(torch.zeros(2, 3), 13)
+    with pytest.raises(ValueError, match=r"only 11 stored keys can be returned"):
+        index.query(torch.zeros(2, 3), 12, exclude=torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="`queries` have 4 dimensions but the index stores 3"):
+        index.query(torch.zeros(2, 4), 1)
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        NeighborIndex("exact").build(torch.tensor([[float("nan")]]))
+    with pytest.raises(ValueError, match="`method` must be"):
+        NeighborIndex("fast")
+    with pytest.raises(RuntimeError, match="empty"):
+        NeighborIndex().query(torch.zeros(1, 3), 1)
+
+
+def test_auto_switches_at_threshold():
+    keys = torch.from_numpy(clustered(50))
+    assert NeighborIndex("auto", auto_threshold=51).build(keys).backend_ == "exact"
+    index = NeighborIndex("auto", auto_threshold=51).build(keys[:40])
+    assert index.backend_ == "exact"
+    index.add(keys[40:])  # 50 < 51: still exact
+    assert index.backend_ == "exact"
+
+
+def test_import_does_not_load_pynndescent_or_numba():
+    code = (
+        "import sys, sksemiparam; "
+        "from sksemiparam._index import NeighborIndex; import torch; "
+        "NeighborIndex('exact').build(torch.zeros(5, 2)).query(torch.zeros(1, 2), 1); "
+        "bad = [m for m in ('pynndescent', 'numba') if m in sys.modules]; "
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ---------------------------------------------------------------------- approximate (pynndescent)
+# These share one process, so numba compiles once (tens of seconds).
+
+
+@pytest.mark.approximate
+def test_approximate_recall_at_10_on_clustered_data():
+    keys, queries = clustered(5000, d=32, centers=50, seed=3), clustered(500, d=32, centers=50, seed=4)
+    _, true_ids = NeighborIndex("exact").build(torch.from_numpy(keys)).query(torch.from_numpy(queries), 10)
+    index = NeighborIndex("approximate", random_state=0).build(torch.from_numpy(keys))
+    assert index.backend_ == "approximate"
+    _, ids = index.query(torch.from_numpy(queries), 10)
+    hits = sum(len(set(a) & set(b)) for a, b in zip(ids.tolist(), true_ids.tolist()))
+    assert hits / true_ids.numel() >= 0.95
+
+
+@pytest.mark.approximate
+def test_approximate_exclude_self_and_pickle_rebuilds_graph():
+    keys = torch.from_numpy(clustered(2000, d=8, seed=5))
+    own = torch.arange(300)
+    index = NeighborIndex("approximate", random_state=0).build(keys)
+    dist, ids = index.query(keys[:300], 5, exclude=own)
+    assert ids.shape == (300, 5)
+    assert not (ids == own[:, None]).any()
+    assert (dist[:, 1:] >= dist[:, :-1]).all()
+
+    clone = pickle.loads(pickle.dumps(index))
+    assert clone._graph is None  # the graph is not pickled...
+    _, ids2 = clone.query(keys[:300], 5, exclude=own)  # ...but rebuilt on first use
+    assert clone._graph is not None
+    agree = (ids2 == ids).float().mean()
+    assert agree > 0.9
+
+
+@pytest.mark.approximate
+def test_approximate_add_grows_the_graph():
+    keys = torch.from_numpy(clustered(3000, d=8, seed=6))
+    index = NeighborIndex("approximate", random_state=0).build(keys[:2000]).add(keys[2000:])
+    assert len(index) == 3000
+    _, ids = index.query(keys[2500:2600], 1)
+    assert (ids[:, 0] == torch.arange(2500, 2600)).float().mean() > 0.95

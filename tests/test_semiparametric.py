@@ -1,0 +1,168 @@
+"""SemiparametricClassifier: the paper's three modes, the memory behind predictions, its options."""
+
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+
+from sksemiparam import SemiparametricClassifier
+
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
+
+@pytest.fixture(scope="module")
+def digits():
+    X, y = load_digits(return_X_y=True)
+    X = (X / 16).astype(np.float32)
+    return train_test_split(X, y, test_size=0.3, random_state=0, stratify=y)
+
+
+@pytest.mark.parametrize("mode", ["semiparametric", "parametric", "nonparametric"])
+def test_each_mode_learns_digits(mode, digits):
+    X_train, X_test, y_train, y_test = digits
+    clf = SemiparametricClassifier(mode, max_epochs=30, random_state=0, device="cpu").fit(X_train, y_train)
+    assert clf.score(X_test, y_test) > 0.9
+    assert clf.loss_curve_[-1] < clf.loss_curve_[0]
+
+
+def test_parametric_mode_stores_no_memory(digits):
+    X_train, _, y_train, _ = digits
+    clf = SemiparametricClassifier("parametric", max_epochs=2, random_state=0).fit(X_train, y_train)
+    assert clf.index_ is None and clf.memory_X_ is None
+    assert clf.module_.head[0].in_features == clf.embedding_dim  # no neighbour feature
+
+
+def test_semiparametric_head_sees_embedding_and_estimate(digits):
+    X_train, _, y_train, _ = digits
+    clf = SemiparametricClassifier(max_epochs=1, random_state=0, head_layer_sizes=(16,)).fit(X_train, y_train)
+    assert clf.module_.head[0].in_features == clf.embedding_dim + 10
+    assert clf.module_.head[-1].out_features == 10
+
+
+def test_nonparametric_prediction_is_the_papers_estimate_over_stored_neighbours(digits):
+    X_train, X_test, y_train, _ = digits
+    clf = SemiparametricClassifier("nonparametric", n_neighbors=7, tau=2.0, max_epochs=3, random_state=0)
+    clf.fit(X_train, y_train)
+    with torch.no_grad():
+        keys = clf.module_.embed(torch.from_numpy(X_train)).double().numpy()
+        q = clf.module_.embed(torch.from_numpy(X_test[:20])).double().numpy()
+    d = ((q[:, None, :] - keys[None]) ** 2).sum(-1)
+    expected = np.zeros((20, 10))
+    for i in range(20):
+        nearest = np.argsort(d[i])[:7]
+        w = np.maximum(d[i, nearest], 1e-12) ** -2.0  # w = d^-tau
+        for j, wj in zip(nearest, w):
+            expected[i, y_train[j]] += wj
+        expected[i] /= expected[i].sum()
+    proba = clf.predict_proba(X_test[:20])
+    np.testing.assert_allclose(
+        proba, np.maximum(expected, 1e-12) / np.maximum(expected, 1e-12).sum(1, keepdims=True), atol=1e-5
+    )
+
+
+def test_prediction_does_not_depend_on_the_rest_of_the_batch(digits):
+    X_train, X_test, y_train, _ = digits
+    clf = SemiparametricClassifier(max_epochs=3, random_state=0).fit(X_train, y_train)
+    full = clf.predict_proba(X_test)
+    rows = [clf.predict_proba(X_test[i : i + 1])[0] for i in range(0, 40, 7)]
+    np.testing.assert_allclose(np.array(rows), full[0:40:7], rtol=1e-6, atol=1e-7)
+    order = np.random.default_rng(0).permutation(len(X_test))
+    np.testing.assert_allclose(clf.predict_proba(X_test[order]), full[order], rtol=1e-6, atol=1e-7)
+
+
+def test_dense_prediction_equals_all_neighbours_through_the_index(digits):
+    X_train, X_test, y_train, _ = digits
+    dense = SemiparametricClassifier(n_neighbors=None, max_epochs=2, random_state=0).fit(X_train, y_train)
+    every = clone(dense).set_params(n_neighbors=len(X_train)).fit(X_train, y_train)
+    np.testing.assert_allclose(dense.predict_proba(X_test), every.predict_proba(X_test), atol=1e-5)
+
+
+def test_auto_neighbours_fall_back_to_all_stored(digits):
+    X_train, _, y_train, _ = digits
+    clf = SemiparametricClassifier(max_epochs=1, random_state=0).fit(X_train[:10], y_train[:10])
+    assert clf.predict(X_train[:3]).shape == (3,)  # 32 wanted, 10 stored
+
+
+def test_too_many_neighbours_is_a_clear_error(digits):
+    X_train, _, y_train, _ = digits
+    clf = SemiparametricClassifier(n_neighbors=50, max_epochs=1)
+    with pytest.raises(
+        ValueError,
+        match=r"`n_neighbors`=50 is larger than the 12 samples stored in memory; "
+        r"pass n_neighbors <= 12",
+    ):
+        clf.fit(X_train[:12], y_train[:12])
+    # Ignored where no neighbours are used.
+    clone(clf).set_params(mode="parametric").fit(X_train[:12], y_train[:12])
+
+
+def test_partial_fit_grows_the_memory_and_fit_resets_it(digits):
+    X_train, _, y_train, _ = digits
+    clf = SemiparametricClassifier(max_epochs=1, random_state=0)
+    clf.partial_fit(X_train[:100], y_train[:100], classes=np.arange(10))
+    assert len(clf.index_) == clf.memory_X_.shape[0] == 100
+    clf.partial_fit(X_train[100:250], y_train[100:250])
+    assert len(clf.index_) == clf.memory_X_.shape[0] == clf.memory_y_.shape[0] == 250
+    np.testing.assert_array_equal(clf.memory_y_.numpy(), y_train[:250])
+    # The stored keys are the embeddings of the stored examples under the current network.
+    with torch.no_grad():
+        np.testing.assert_allclose(
+            clf.index_.keys.numpy(), clf.module_.embed(clf.memory_X_).numpy(), rtol=1e-5, atol=1e-6
+        )
+    clf.fit(X_train[:80], y_train[:80])
+    assert len(clf.index_) == 80
+
+
+def test_memory_does_not_alias_the_callers_array(digits):
+    X_train, X_test, y_train, _ = digits
+    X = X_train.copy()
+    clf = SemiparametricClassifier("nonparametric", max_epochs=1, random_state=0).fit(X, y_train)
+    before = clf.predict_proba(X_test)
+    X[:] = 0.0
+    np.testing.assert_array_equal(clf.predict_proba(X_test), before)
+
+
+def test_conv_embedding_on_images(digits):
+    X_train, X_test, y_train, y_test = digits
+    clf = SemiparametricClassifier(
+        embedding="conv",
+        image_shape=(1, 8, 8),
+        embedding_dim=16,
+        head_layer_sizes=(16,),
+        max_epochs=20,
+        random_state=0,
+    ).fit(X_train, y_train)
+    assert clf.module_.embedding.image_shape == (1, 8, 8)
+    assert clf.score(X_test, y_test) > 0.8
+    # Dropout is off at prediction: repeated predictions agree.
+    np.testing.assert_array_equal(clf.predict_proba(X_test), clf.predict_proba(X_test))
+
+
+def test_user_embedding_factory(digits):
+    X_train, _, y_train, _ = digits
+
+    def factory(n_features, embedding_dim):
+        return torch.nn.Sequential(torch.nn.Linear(n_features, embedding_dim), torch.nn.Tanh())
+
+    clf = SemiparametricClassifier(embedding=factory, embedding_dim=8, max_epochs=2, random_state=0)
+    clf.fit(X_train, y_train)
+    assert isinstance(clf.module_.embedding[1], torch.nn.Tanh)
+
+
+@pytest.mark.approximate
+def test_approximate_index_agrees_with_exact(digits):
+    X_train, X_test, y_train, _ = digits
+    exact = SemiparametricClassifier(index="exact", max_epochs=30, random_state=0).fit(X_train, y_train)
+    approx = clone(exact).set_params(index="approximate")
+    # Same network, different search structure over the same stored embeddings.
+    approx.__setstate__(exact.__getstate__())
+    approx.set_params(index="approximate")
+    approx._set_memory(exact.memory_X_, exact.memory_y_)
+    assert approx.index_.backend_ == "approximate" and exact.index_.backend_ == "exact"
+    agreement = np.mean(exact.predict(X_test) == approx.predict(X_test))
+    assert agreement > 0.98
+    np.testing.assert_allclose(
+        np.median(np.abs(exact.predict_proba(X_test) - approx.predict_proba(X_test))), 0, atol=1e-4
+    )
