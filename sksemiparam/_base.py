@@ -301,8 +301,7 @@ class TorchEstimatorBase(BaseEstimator):
             X_val, y_val = X[val_rows].to(device), y[val_rows].to(device)
             self.validation_scores_ = []  # of this fit call
             self.best_validation_score_ = -np.inf
-        if device.type == "cuda":
-            X_train, y_train = X_train.pin_memory(), y_train.pin_memory()
+        cuda = device.type == "cuda"
 
         n = X_train.shape[0]
         batch_size = min(self.batch_size, n)
@@ -322,8 +321,11 @@ class TorchEstimatorBase(BaseEstimator):
                 total = 0.0
                 for start in range(0, n, batch_size):
                     ids = order[start : start + batch_size]
-                    xb = X_train[ids].to(device, non_blocking=True)
-                    yb = y_train[ids].to(device, non_blocking=True)
+                    xb, yb = X_train[ids], y_train[ids]
+                    if cuda:  # page-locked host memory lets the copy overlap with compute
+                        xb, yb = xb.pin_memory(), yb.pin_memory()
+                    xb = xb.to(device, non_blocking=True)
+                    yb = yb.to(device, non_blocking=True)
                     loss = self._loss(xb, yb, ids.to(device))
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()

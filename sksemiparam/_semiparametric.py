@@ -283,6 +283,9 @@ class SemiparametricClassifier(TorchClassifierBase):
                 ]
             )
         else:
+            # NOTE[paper]: the paper's estimate at test time uses the current batch; to keep each
+            # prediction independent of the rest of the predict batch, a query's neighbours are its
+            # k nearest stored training embeddings instead.
             k = _AUTO_NEIGHBORS if self.n_neighbors == "auto" else self.n_neighbors
             k = min(k, n_stored)
             # Search without gradients, then re-score the retrieved keys with autograd.

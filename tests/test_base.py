@@ -236,9 +236,13 @@ def test_invalid_parameters_are_rejected(data):
         ({"max_epochs": -1}, "max_epochs"),
         ({"embedding": "rnn"}, "embedding"),
         ({"validation_fraction": 1.0}, "validation_fraction"),
+        ({"tau": float("nan")}, "tau"),
     ]:
         with pytest.raises(ValueError, match=f"'{name}' parameter"):
             clone(ESTIMATORS[0]).set_params(**params).fit(X, y)
+    for name in ("tau", "learning_rate", "weight_decay", "tol"):
+        with pytest.raises(ValueError, match=f"The '{name}' parameter .* Got inf instead"):
+            clone(ESTIMATORS[0]).set_params(**{name: float("inf")}).fit(X, y)
 
 
 # ------------------------------------------------------------------------------ persistence

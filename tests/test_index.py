@@ -34,12 +34,15 @@ def test_exact_matches_brute_force():
     np.testing.assert_allclose(dist.numpy(), bd, rtol=1e-4, atol=1e-3)
 
 
-def test_exact_chunking_gives_the_same_answer(monkeypatch):
+def test_exact_blocking_gives_the_same_answer(monkeypatch):
     keys, queries = torch.from_numpy(clustered(300)), torch.from_numpy(clustered(50, seed=2))
-    whole = NeighborIndex("exact").build(keys).query(queries, 5)
-    monkeypatch.setattr("sksemiparam._index._EXACT_CHUNK_ELEMENTS", 300 * 7)  # 7 queries per chunk
-    chunked = NeighborIndex("exact").build(keys).query(queries, 5)
-    assert torch.equal(whole[1], chunked[1])
+    own = torch.randint(-1, 300, (50,), generator=torch.Generator().manual_seed(0))
+    whole = NeighborIndex("exact").build(keys).query(queries, 5, exclude=own)
+    monkeypatch.setattr("sksemiparam._index._EXACT_QUERY_BLOCK", 7)
+    monkeypatch.setattr("sksemiparam._index._EXACT_KEY_BLOCK", 11)  # 28 key blocks, merged
+    blocked = NeighborIndex("exact").build(keys).query(queries, 5, exclude=own)
+    assert torch.equal(whole[1], blocked[1])
+    torch.testing.assert_close(whole[0], blocked[0], rtol=1e-4, atol=1e-3)  # float32 cdist
 
 
 def test_exact_exclude_self():

@@ -2,6 +2,7 @@
 
 from .embeddings import ConvEmbedding, MLPEmbedding, make_embedding
 from .kernels import (
+    in_batch_class_estimate,
     inverse_distance_log_weights,
     pairwise_sq_distances,
     soft_neighbor_class_estimate,
@@ -12,6 +13,7 @@ __all__ = [
     "ConvEmbedding",
     "MLPEmbedding",
     "SemiparametricNet",
+    "in_batch_class_estimate",
     "inverse_distance_log_weights",
     "make_embedding",
     "pairwise_sq_distances",

@@ -36,6 +36,8 @@ class MLPEmbedding(nn.Module):
         super().__init__()
         sizes = [in_features, *hidden_layer_sizes, embedding_dim]
         layers: list[nn.Module] = []
+        # NOTE[paper]: Deep Semiparametric Learning, Appendix B: "ReLU nonlinearities for all
+        # non-terminal layers"; the embedding is not the model's last layer, so it gets one too.
         for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
             layers.append(nn.Linear(a, b))
             if i < len(sizes) - 2 or final_activation:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .kernels import pairwise_sq_distances, soft_neighbor_class_estimate
+from .kernels import ScratchPool, in_batch_class_estimate, soft_neighbor_class_estimate
 
 MODES = ("semiparametric", "parametric", "nonparametric")
 
@@ -51,6 +51,7 @@ class SemiparametricNet(nn.Module):
         self.n_classes = n_classes
         self.mode = mode
         self.tau = float(tau)
+        self._scratch = ScratchPool()  # (B, B) buffers of the in-batch estimate, reused every step
         if mode == "nonparametric":
             self.head = None
         else:
@@ -62,6 +63,11 @@ class SemiparametricNet(nn.Module):
             layers.append(nn.Linear(width, n_classes))
             self.head = nn.Sequential(*layers)
 
+    def __getstate__(self):
+        state = super().__getstate__().copy()
+        state["_scratch"] = ScratchPool()  # scratch memory is not part of the model
+        return state
+
     @property
     def uses_neighbors(self) -> bool:
         return self.mode != "parametric"
@@ -72,9 +78,10 @@ class SemiparametricNet(nn.Module):
 
     def in_batch_estimate(self, v: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Neighbour estimate of each row from the other rows of its batch (j != i). (n, n_classes)."""
-        n = v.shape[0]
-        mask = ~torch.eye(n, dtype=torch.bool, device=v.device)
-        return soft_neighbor_class_estimate(pairwise_sq_distances(v, v), y, self.n_classes, self.tau, mask)
+        # NOTE[paper]: Algorithm 1 sums w_ij = d_ij^-tau over j != i without normalising; we normalise
+        # over j so the estimate is a distribution (the paper calls it P(c_i = a)). A batch of one row
+        # has no neighbour and gets the uniform distribution.
+        return in_batch_class_estimate(v, y, self.n_classes, self.tau, self._scratch)
 
     def memory_estimate(
         self, v: torch.Tensor, neighbor_keys: torch.Tensor, neighbor_labels: torch.Tensor
@@ -90,6 +97,8 @@ class SemiparametricNet(nn.Module):
     def output(self, v: torch.Tensor, estimate: torch.Tensor | None) -> torch.Tensor:
         """Log-probabilities (n, n_classes) from the embedding and the neighbour estimate."""
         if self.mode == "nonparametric":
+            # NOTE[paper]: the nonparametric baseline "outputs the results of the nearest-neighbor
+            # step"; trained with cross-entropy on that estimate, clamped so log(0) stays finite.
             return torch.log(estimate.clamp_min(_MIN_PROBA))
         features = v if self.mode == "parametric" else torch.cat([v, estimate], dim=1)
         return torch.log_softmax(self.head(features), dim=1)

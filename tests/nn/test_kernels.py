@@ -7,6 +7,7 @@ from torch import nn
 
 from sksemiparam.nn import (
     SemiparametricNet,
+    in_batch_class_estimate,
     inverse_distance_log_weights,
     pairwise_sq_distances,
     soft_neighbor_class_estimate,
@@ -102,3 +103,44 @@ def test_pairwise_sq_distances_matches_numpy():
     b = torch.randn(6, 5, generator=g, dtype=torch.float64)
     expected = ((a.numpy()[:, None, :] - b.numpy()[None]) ** 2).sum(-1)
     np.testing.assert_allclose(pairwise_sq_distances(a, b).numpy(), expected, rtol=1e-10, atol=1e-12)
+
+
+def _generic_in_batch(v, y, n_classes, tau):
+    mask = ~torch.eye(v.shape[0], dtype=torch.bool)
+    return soft_neighbor_class_estimate(pairwise_sq_distances(v, v), y, n_classes, tau, mask)
+
+
+@pytest.mark.parametrize("tau", [0.5, 2.0, 3.0])
+def test_fused_in_batch_estimate_equals_the_generic_one(tau):
+    g = torch.Generator().manual_seed(2)
+    v = torch.randn(40, 5, generator=g, dtype=torch.float64)
+    v[7] = v[3]  # a duplicate: distance 0
+    y = torch.randint(0, 4, (40,), generator=g)
+    weights = torch.randn(40, 4, generator=g, dtype=torch.float64)
+    a, b = v.clone().requires_grad_(), v.clone().requires_grad_()
+    ea, eb = _generic_in_batch(a, y, 4, tau), in_batch_class_estimate(b, y, 4, tau)
+    (ea * weights).sum().backward()
+    (eb * weights).sum().backward()
+    np.testing.assert_allclose(eb.detach().numpy(), ea.detach().numpy(), rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(b.grad.numpy(), a.grad.numpy(), rtol=1e-8, atol=1e-12)
+
+
+def test_fused_in_batch_estimate_by_hand_and_gradcheck():
+    est = in_batch_class_estimate(V, Y, 2, 2.0)
+    assert est[0, 0].item() == pytest.approx(20736 / 21073, rel=1e-12)
+    g = torch.Generator().manual_seed(3)
+    v = torch.randn(7, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    y = torch.tensor([0, 1, 2, 0, 1, 2, 2])
+    assert torch.autograd.gradcheck(lambda v: in_batch_class_estimate(v, y, 3, 2.0), (v,))
+
+
+def test_fused_in_batch_estimate_single_row_and_float32_extremes():
+    np.testing.assert_allclose(
+        in_batch_class_estimate(torch.ones(1, 3), torch.tensor([1]), 2, 2.0), [[0.5, 0.5]]
+    )
+    # Far-apart points with a near duplicate: no overflow, no NaN, no subnormal weights.
+    v = torch.tensor([[0.0, 0.0], [1e-7, 0.0], [1e4, 0.0], [-1e4, 5.0]], requires_grad=True)
+    est = in_batch_class_estimate(v, torch.tensor([0, 1, 1, 0]), 2, 4.0)
+    assert torch.isfinite(est).all()
+    est[:, 0].sum().backward()
+    assert torch.isfinite(v.grad).all()
