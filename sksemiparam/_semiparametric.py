@@ -60,7 +60,8 @@ class SemiparametricClassifier(TorchClassifierBase):
         head); the paper's CIFAR head is ``(128, 128)``.
     index : {"auto", "exact", "approximate"}, default="auto"
         Nearest-neighbour search over the stored embeddings at prediction: exact (torch), an
-        approximate pynndescent graph, or exact below 100k stored examples and approximate above.
+        approximate pynndescent graph, or exact below 300,000 stored examples and approximate
+        from there on (see the ``index`` benchmark).
     max_epochs : int, default=100
         Maximum passes over the data in ``fit``.
     batch_size : int, default=100
