@@ -14,8 +14,17 @@ ESTIMATORS = [
 ]
 
 
+# The networks compute in float32. BLAS picks its kernels by a row's position in the batch, so a row's
+# output can move by ~1 ulp (1e-7 relative) when the other rows change: below these checks' float64
+# tolerance of rtol=1e-7 only by luck. Invariance to 1e-5 is tested in test_semiparametric.py.
+FLOAT32_REASON = "float32 BLAS: ~1e-7 relative row-position noise; tested to 1e-5 in our own tests"
+
+
 def expected_failed_checks(estimator):
-    return {}
+    return {
+        "check_methods_sample_order_invariance": FLOAT32_REASON,
+        "check_methods_subset_invariance": FLOAT32_REASON,
+    }
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")

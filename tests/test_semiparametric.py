@@ -62,14 +62,19 @@ def test_nonparametric_prediction_is_the_papers_estimate_over_stored_neighbours(
     )
 
 
-def test_prediction_does_not_depend_on_the_rest_of_the_batch(digits):
+@pytest.mark.parametrize("mode", ["semiparametric", "parametric", "nonparametric"])
+def test_prediction_does_not_depend_on_the_rest_of_the_batch(mode, digits):
+    # sklearn's invariance checks, at float32's tolerance (see FLOAT32_REASON in test_common.py).
     X_train, X_test, y_train, _ = digits
-    clf = SemiparametricClassifier(max_epochs=3, random_state=0).fit(X_train, y_train)
+    clf = SemiparametricClassifier(mode, max_epochs=3, random_state=0).fit(X_train, y_train)
     full = clf.predict_proba(X_test)
     rows = [clf.predict_proba(X_test[i : i + 1])[0] for i in range(0, 40, 7)]
-    np.testing.assert_allclose(np.array(rows), full[0:40:7], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(np.array(rows), full[0:40:7], rtol=1e-5, atol=1e-7)
+    batches = np.concatenate([clf.predict_proba(X_test[i : i + 37]) for i in range(0, len(X_test), 37)])
+    np.testing.assert_allclose(batches, full, rtol=1e-5, atol=1e-7)
     order = np.random.default_rng(0).permutation(len(X_test))
-    np.testing.assert_allclose(clf.predict_proba(X_test[order]), full[order], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(clf.predict_proba(X_test[order]), full[order], rtol=1e-5, atol=1e-7)
+    np.testing.assert_array_equal(clf.predict(X_test[order]), clf.predict(X_test)[order])
 
 
 def test_dense_prediction_equals_all_neighbours_through_the_index(digits):
