@@ -1,7 +1,8 @@
 """sksemiparam: scikit-learn estimators that give a neural network a memory."""
 
+from ._mbpa import MbPAClassifier
 from ._semiparametric import SemiparametricClassifier
 
 __version__ = "0.1.0.dev0"
 
-__all__ = ["SemiparametricClassifier", "__version__"]
+__all__ = ["MbPAClassifier", "SemiparametricClassifier", "__version__"]

@@ -70,13 +70,13 @@ def resolve_device(device: str | torch.device) -> torch.device:
 
 
 def _tensor_to(obj, device):
-    """Move every tensor in a nested optimizer state dict to ``device``."""
+    """Move every tensor in a nested structure of dicts, lists and tuples to ``device``."""
     if isinstance(obj, torch.Tensor):
         return obj.to(device)
     if isinstance(obj, dict):
         return {k: _tensor_to(v, device) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_tensor_to(v, device) for v in obj]
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_tensor_to(v, device) for v in obj)
     return obj
 
 
@@ -89,7 +89,7 @@ class TorchEstimatorBase(BaseEstimator):
     """
 
     _parameter_constraints: dict = {
-        "embedding": [StrOptions({"mlp", "conv"}), callable],
+        "embedding": [StrOptions({"mlp", "conv", "identity"}), callable],
         "hidden_layer_sizes": ["array-like"],
         "embedding_dim": [Interval(Integral, 1, None, closed="left")],
         "image_shape": ["array-like", None],
@@ -102,6 +102,7 @@ class TorchEstimatorBase(BaseEstimator):
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
         "tol": [Interval(Real, 0, None, closed="left")],
         "warm_start": ["boolean"],
+        "ewc_lambda": [Interval(Real, 0, None, closed="left")],
         "device": [str, torch.device],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
@@ -126,6 +127,7 @@ class TorchEstimatorBase(BaseEstimator):
         n_iter_no_change=10,
         tol=1e-4,
         warm_start=False,
+        ewc_lambda=0.0,
         device="auto",
         random_state=None,
         verbose=0,
@@ -143,6 +145,7 @@ class TorchEstimatorBase(BaseEstimator):
         self.n_iter_no_change = n_iter_no_change
         self.tol = tol
         self.warm_start = warm_start
+        self.ewc_lambda = ewc_lambda
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
@@ -156,6 +159,13 @@ class TorchEstimatorBase(BaseEstimator):
 
     def _forward(self, X: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    def _after_step(self, X: torch.Tensor, y: torch.Tensor, ids: torch.Tensor) -> None:
+        """Called after each optimizer step with the batch (e.g. to write it to a memory)."""
+
+    def _log_proba_for_fisher(self, X: torch.Tensor) -> torch.Tensor:
+        """Log-likelihoods whose gradients define the EWC Fisher information (default: ``_forward``)."""
+        return self._forward(X)
 
     def _check_fit_data(self, X: np.ndarray, y: np.ndarray, *, first_pass: bool, incremental: bool):
         """Data-dependent parameter checks, before any state changes. Raise ValueError."""
@@ -172,6 +182,7 @@ class TorchEstimatorBase(BaseEstimator):
             return
         state = self._get_optimizer().state_dict()
         self.module_.to(device)
+        self.ewc_state_ = _tensor_to(self.ewc_state_, device)
         self.device_ = device
         self._optimizer = None
         self._optimizer_state = state  # load_state_dict casts it to the parameters' device
@@ -198,6 +209,9 @@ class TorchEstimatorBase(BaseEstimator):
             image_shape=None if self.image_shape is None else tuple(self.image_shape),
             final_activation=self._embedding_final_activation,
         )
+
+    def _embedding_out_dim(self, n_features: int) -> int:
+        return n_features if self.embedding == "identity" else self.embedding_dim
 
     def _get_optimizer(self) -> torch.optim.Optimizer:
         """AdamW over the module's parameters; rebuilt lazily after unpickling or a device move."""
@@ -268,6 +282,7 @@ class TorchEstimatorBase(BaseEstimator):
             self._no_improvement_count = 0
             self.validation_scores_ = None
             self.best_validation_score_ = None
+            self.ewc_state_ = []
         else:
             self._to_device(device)
 
@@ -327,9 +342,12 @@ class TorchEstimatorBase(BaseEstimator):
                     xb = xb.to(device, non_blocking=True)
                     yb = yb.to(device, non_blocking=True)
                     loss = self._loss(xb, yb, ids.to(device))
+                    if self.ewc_lambda > 0 and self.ewc_state_:
+                        loss = loss + self._ewc_penalty()
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
+                    self._after_step(xb, yb, ids)
                     total += float(loss.detach()) * ids.shape[0]
                 epoch_loss = total / n
                 self.n_iter_ += 1
@@ -377,6 +395,68 @@ class TorchEstimatorBase(BaseEstimator):
         self.module_.eval()
         self._on_train_end(X, y, incremental=incremental)
 
+    # ------------------------------------------------------------------------ EWC
+    def _ewc_penalty(self) -> torch.Tensor:
+        """sum over consolidated tasks t of (lambda / 2) sum_i F_t,i (theta_i - theta*_t,i)^2."""
+        params = dict(self.module_.named_parameters())
+        total = 0.0
+        for anchor, fisher in self.ewc_state_:
+            for name, theta_star in anchor.items():
+                total = total + (fisher[name] * (params[name] - theta_star).square()).sum()
+        return 0.5 * self.ewc_lambda * total
+
+    def end_task(self, X, y, *, max_samples=1000):
+        """Consolidate the task just learned, for elastic weight consolidation (EWC).
+
+        Estimates the diagonal of the Fisher information F of the current parameters theta* on
+        (X, y) and stores (theta*, F). Every later training step then adds the penalty
+        (ewc_lambda / 2) sum_i F_i (theta_i - theta*_i)^2 for each consolidated task (Kirkpatrick
+        et al., 2017), so weights important to earlier tasks move little. Call it after the last
+        ``partial_fit`` of each task; ``sksemiparam.continual.evaluate_stream`` does. Does nothing
+        when ``ewc_lambda`` is 0.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training rows of the task just learned.
+        y : array-like of shape (n_samples,)
+            Their labels (all in ``classes_``).
+        max_samples : int, default=1000
+            F is the mean squared gradient of log p(y | x) over at most this many rows of the task
+            (the empirical Fisher), drawn at random when there are more.
+
+        Returns
+        -------
+        self
+        """
+        check_is_fitted(self, "module_")
+        if not (isinstance(max_samples, Integral) and max_samples >= 1):
+            raise ValueError(f"`max_samples` must be a positive integer, got {max_samples!r}")
+        if self.ewc_lambda == 0:
+            return self
+        X, y = validate_data(self, X, y, reset=False, dtype=np.float32)
+        y_enc = self._encode_known_targets(y)
+        device = resolve_device(self.device)
+        self._to_device(device)
+        rows = torch.randperm(X.shape[0], generator=self._generator)[:max_samples]
+        X_t = torch.from_numpy(np.require(X, dtype=np.float32, requirements=["C", "W"]))[rows]
+        y_t = torch.from_numpy(y_enc)[rows]
+        params = {n: p for n, p in self.module_.named_parameters() if p.requires_grad}
+        fisher = {n: torch.zeros_like(p) for n, p in params.items()}
+        self.module_.eval()
+        # Per-row gradients, one row at a time: the log-likelihood of a row must not depend on the
+        # other rows (true of every estimator's prediction path), and rows are few.
+        for x_i, y_i in zip(X_t, y_t):
+            log_proba = self._log_proba_for_fisher(x_i[None].to(device))
+            grads = torch.autograd.grad(log_proba[0, y_i], list(params.values()), allow_unused=True)
+            for (n, _), g in zip(params.items(), grads):
+                if g is not None:
+                    fisher[n] += g.square()
+        fisher = {n: f / len(rows) for n, f in fisher.items()}
+        anchor = {n: p.detach().clone() for n, p in params.items()}
+        self.ewc_state_.append((anchor, fisher))
+        return self
+
     # ---------------------------------------------------------------- predicting
     def _prepare_predict(self, X) -> torch.Tensor:
         check_is_fitted(self, "module_")
@@ -402,6 +482,8 @@ class TorchEstimatorBase(BaseEstimator):
             if getattr(self, "device_", torch.device("cpu")).type != "cpu":
                 state["module_"] = copy.deepcopy(self.module_).cpu()
             state["device_"] = torch.device("cpu")
+        if state.get("ewc_state_"):
+            state["ewc_state_"] = _tensor_to(self.ewc_state_, "cpu")
         if state.get("_optimizer") is not None:
             state["_optimizer_state"] = _tensor_to(self._optimizer.state_dict(), "cpu")
         state["_optimizer"] = None
@@ -422,6 +504,17 @@ class TorchEstimatorBase(BaseEstimator):
         tags.input_tags.sparse = False
         tags.non_deterministic = False
         return tags
+
+
+def _encode_labels(y, classes) -> np.ndarray:
+    """Indices of ``y`` in the sorted ``classes``; a label outside them is MLPClassifier's error."""
+    unseen = np.setdiff1d(unique_labels(y), classes)
+    if unseen.size:
+        raise ValueError(
+            f"`y` has classes not in `self.classes_`. `self.classes_` has {list(classes)}. "
+            f"'y' has {list(unique_labels(y))}."
+        )
+    return np.searchsorted(classes, y).astype(np.int64)
 
 
 class TorchClassifierBase(ClassifierMixin, TorchEstimatorBase):
@@ -489,18 +582,16 @@ class TorchClassifierBase(ClassifierMixin, TorchEstimatorBase):
                 )
         else:  # warm start
             new_classes = self.classes_
-        unseen = np.setdiff1d(unique_labels(y), new_classes)
-        if unseen.size:
-            raise ValueError(
-                f"`y` has classes not in `self.classes_`. `self.classes_` has {list(new_classes)}. "
-                f"'y' has {list(unique_labels(y))}."
-            )
         self._pending_classes = new_classes
-        return np.searchsorted(new_classes, y).astype(np.int64), len(new_classes)
+        return _encode_labels(y, new_classes), len(new_classes)
 
     def _commit_targets(self):
         self.classes_ = self._pending_classes
         del self._pending_classes
+
+    def _encode_known_targets(self, y):
+        check_classification_targets(y)
+        return _encode_labels(y, self.classes_)
 
     def _score_tensors(self, X, y):
         with torch.no_grad():

@@ -43,12 +43,12 @@ class SemiparametricClassifier(TorchClassifierBase):
         Stored training examples consulted per query at prediction. ``"auto"``: 32, or all of them
         when fewer are stored. ``None``: all of them (dense; exact, slower on large training sets).
         An integer larger than the number of stored examples is an error.
-    embedding : {"mlp", "conv"} or callable, default="mlp"
+    embedding : {"mlp", "conv", "identity"} or callable, default="mlp"
         Embedding network. ``"mlp"``: dense ReLU layers ``hidden_layer_sizes`` then ``embedding_dim``.
         ``"conv"``: the paper's image network (two pairs of 3x3 convolutions with 32 and 64 channels,
         2x2 max pooling and 25% dropout after each pair, a dense layer to ``embedding_dim``); needs
-        ``image_shape``. A callable ``factory(n_features, embedding_dim) -> torch.nn.Module`` builds
-        your own.
+        ``image_shape``. ``"identity"``: the features themselves. A callable
+        ``factory(n_features, embedding_dim) -> torch.nn.Module`` builds your own.
     hidden_layer_sizes : tuple of int, default=(32,)
         Hidden widths of the ``"mlp"`` embedding (the paper's MNIST network: 32).
     embedding_dim : int, default=32
@@ -81,6 +81,9 @@ class SemiparametricClassifier(TorchClassifierBase):
     tol : float, default=1e-4
     warm_start : bool, default=False
         ``fit`` continues from the current weights instead of starting afresh.
+    ewc_lambda : float, default=0.0
+        Strength of the elastic-weight-consolidation penalty that ``end_task`` sets up for
+        continual learning with ``partial_fit``; 0 turns it off.
     device : str, default="auto"
         ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
     random_state : int, RandomState instance or None, default=None
@@ -117,6 +120,8 @@ class SemiparametricClassifier(TorchClassifierBase):
         Validation accuracy after each epoch of the last ``fit`` with ``early_stopping``.
     best_validation_score_ : float or None
         Best of ``validation_scores_``.
+    ewc_state_ : list of (dict, dict)
+        Per task consolidated by ``end_task``: the anchor parameters and their Fisher diagonal.
 
     See Also
     --------
@@ -174,6 +179,7 @@ class SemiparametricClassifier(TorchClassifierBase):
         n_iter_no_change=10,
         tol=1e-4,
         warm_start=False,
+        ewc_lambda=0.0,
         device="auto",
         random_state=None,
         verbose=0,
@@ -192,6 +198,7 @@ class SemiparametricClassifier(TorchClassifierBase):
             n_iter_no_change=n_iter_no_change,
             tol=tol,
             warm_start=warm_start,
+            ewc_lambda=ewc_lambda,
             device=device,
             random_state=random_state,
             verbose=verbose,
@@ -221,7 +228,7 @@ class SemiparametricClassifier(TorchClassifierBase):
         self.index_ = None
         return SemiparametricNet(
             embedding=self._make_embedding(n_features),
-            embedding_dim=self.embedding_dim,
+            embedding_dim=self._embedding_out_dim(n_features),
             n_classes=n_outputs,
             mode=self.mode,
             tau=self.tau,

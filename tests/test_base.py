@@ -12,17 +12,20 @@ from sklearn.base import clone
 from sklearn.datasets import load_iris, make_blobs
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
 
-from sksemiparam import SemiparametricClassifier
+from sksemiparam import MbPAClassifier, SemiparametricClassifier
 from sksemiparam._base import resolve_device
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
 # Every torch-backed estimator, with fast settings; later estimators join this list.
 ESTIMATORS = [
-    SemiparametricClassifier(mode, max_epochs=5, random_state=0, device="cpu")
-    for mode in ("semiparametric", "parametric", "nonparametric")
+    *(
+        SemiparametricClassifier(mode, max_epochs=5, random_state=0, device="cpu")
+        for mode in ("semiparametric", "parametric", "nonparametric")
+    ),
+    MbPAClassifier(max_epochs=5, random_state=0, device="cpu"),
 ]
-IDS = ["semiparametric", "parametric", "nonparametric"]
+IDS = ["semiparametric", "parametric", "nonparametric", "mbpa"]
 
 
 @pytest.fixture(scope="module")

@@ -3,14 +3,17 @@
 import pytest
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from sksemiparam import SemiparametricClassifier
+from sksemiparam import MbPAClassifier, SemiparametricClassifier
 
 # Settings that keep each check fast while leaving defaults that matter to the checks intact.
 FAST_PARAMS = {"max_epochs": 30, "random_state": 0, "device": "cpu"}
 
 ESTIMATORS = [
-    SemiparametricClassifier(mode, **FAST_PARAMS)
-    for mode in ("semiparametric", "parametric", "nonparametric")
+    *(
+        SemiparametricClassifier(mode, **FAST_PARAMS)
+        for mode in ("semiparametric", "parametric", "nonparametric")
+    ),
+    *(MbPAClassifier(inference, **FAST_PARAMS) for inference in ("adapt", "memory", "mixture")),
 ]
 
 

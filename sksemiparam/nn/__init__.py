@@ -2,20 +2,29 @@
 
 from .embeddings import ConvEmbedding, MLPEmbedding, make_embedding
 from .kernels import (
+    ScratchPool,
     in_batch_class_estimate,
     inverse_distance_log_weights,
     pairwise_sq_distances,
     soft_neighbor_class_estimate,
 )
+from .mbpa import MbPANet, adapt_and_predict, memory_kernel_weights, memory_vote
+from .memory import EpisodicMemory
 from .semiparametric import SemiparametricNet
 
 __all__ = [
     "ConvEmbedding",
+    "EpisodicMemory",
     "MLPEmbedding",
+    "MbPANet",
+    "ScratchPool",
     "SemiparametricNet",
+    "adapt_and_predict",
     "in_batch_class_estimate",
     "inverse_distance_log_weights",
     "make_embedding",
+    "memory_kernel_weights",
+    "memory_vote",
     "pairwise_sq_distances",
     "soft_neighbor_class_estimate",
 ]

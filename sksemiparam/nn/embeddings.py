@@ -116,8 +116,9 @@ def make_embedding(
 ) -> nn.Module:
     """Build the embedding network an estimator's ``embedding`` parameter names.
 
-    ``embedding`` is ``"mlp"``, ``"conv"`` (needs ``image_shape`` whose product is ``in_features``)
-    or a callable ``factory(in_features, embedding_dim) -> nn.Module`` returning a module that maps
+    ``embedding`` is ``"mlp"``, ``"conv"`` (needs ``image_shape`` whose product is ``in_features``),
+    ``"identity"`` (the features themselves; ``embedding_dim`` is then ``in_features``) or a
+    callable ``factory(in_features, embedding_dim) -> nn.Module`` returning a module that maps
     (n, in_features) to (n, embedding_dim).
     """
     if embedding == "mlp":
@@ -127,6 +128,9 @@ def make_embedding(
             embedding_dim=embedding_dim,
             final_activation=final_activation,
         )
+    if embedding == "identity":
+        # The raw features are the embedding (MbPA's permuted-MNIST setting uses the pixels).
+        return nn.Identity()
     if embedding == "conv":
         if image_shape is None:
             raise ValueError("`embedding`='conv' needs `image_shape`, e.g. (1, 28, 28) or (3, 32, 32)")
@@ -155,4 +159,4 @@ def make_embedding(
                 f"it must return (n, embedding_dim) = (2, {embedding_dim})"
             )
         return module
-    raise ValueError(f"`embedding` must be 'mlp', 'conv' or a callable, got {embedding!r}")
+    raise ValueError(f"`embedding` must be 'mlp', 'conv', 'identity' or a callable, got {embedding!r}")

@@ -1,0 +1,299 @@
+"""MbPAClassifier: Memory-based Parameter Adaptation (Sprechmann et al., 2018)."""
+
+from __future__ import annotations
+
+import copy
+from numbers import Integral, Real
+
+import torch
+import torch.nn.functional as F
+from sklearn.utils._param_validation import Interval, StrOptions
+
+from ._base import TorchClassifierBase
+from ._index import NeighborIndex
+from .nn import EpisodicMemory, MbPANet, adapt_and_predict, memory_kernel_weights, memory_vote
+
+_AUTO_NEIGHBORS = 32
+# Per-query parameter copies during adaptation: about this many floats at once.
+_ADAPT_CHUNK_FLOATS = 2**24
+# log(p) floor of the memory-only and mixture outputs (a class no neighbour votes for).
+_MIN_PROBA = 1e-12
+
+
+class MbPAClassifier(TorchClassifierBase):
+    """Neural network classifier whose output layer adapts to each query's neighbours in an episodic memory.
+
+    An embedding network f and an output network g (softmax) are trained as an ordinary network.
+    After every training step the batch's pairs (f(x), y) are written to an episodic memory of
+    ``memory_size`` entries (oldest dropped first). At prediction, the ``n_neighbors`` entries
+    nearest to q = f(x) are retrieved, weighted by 1 / (epsilon + ||h - q||^2) (normalised), and the
+    parameters theta of g take ``adapt_steps`` gradient steps on the weighted log-likelihood of the
+    neighbours plus the pull-back ``adapt_reg * ||theta - theta_0||^2`` (the paper's eq. 1); the
+    query is predicted with the adapted parameters, which are then discarded. All queries adapt in
+    parallel (``torch.func.vmap``).
+
+    Parameters
+    ----------
+    inference : {"adapt", "parametric", "memory", "mixture"}, default="adapt"
+        ``"adapt"``: MbPA. ``"parametric"``: g(f(x)) without adaptation. ``"memory"``: the
+        kernel-weighted vote of the neighbours' labels. ``"mixture"``: ``mixture_weight *
+        p_parametric + (1 - mixture_weight) * p_memory`` (the paper's eq. 2). All four use the
+        same fitted model, so they can be compared with ``set_params`` alone.
+    n_neighbors : int or "auto", default="auto"
+        K, memory entries retrieved per query. ``"auto"``: 32, or all entries when fewer are
+        stored. An integer larger than the memory holds after ``fit`` is an error.
+    memory_size : int or None, default=None
+        Capacity of the episodic memory; None keeps every training example.
+    adapt_steps : int, default=5
+        Gradient steps of the local adaptation; 0 gives the parametric prediction.
+    adapt_lr : float, default=0.1
+        Step size of the local adaptation (alpha_M).
+    adapt_reg : float, default=0.1
+        Strength of the pull-back term ``||theta - theta_0||^2`` (the prior log p(theta^x | theta)).
+    kernel_epsilon : float, default=1e-3
+        epsilon of the kernel 1 / (epsilon + ||h - q||^2).
+    mixture_weight : float, default=0.5
+        lambda of ``inference="mixture"``.
+    embedding : {"mlp", "conv", "identity"} or callable, default="mlp"
+        f: ``"mlp"``, the Appendix-B ``"conv"`` network (needs ``image_shape``), ``"identity"`` (the
+        features are the keys, the paper's permuted-MNIST setting) or
+        ``factory(n_features, embedding_dim) -> torch.nn.Module``.
+    hidden_layer_sizes : tuple of int, default=(32,)
+        Hidden widths of the ``"mlp"`` embedding.
+    embedding_dim : int, default=32
+        Size of the keys f(x) (ignored with ``"identity"``).
+    image_shape : tuple of int, default=None
+        ``(channels, height, width)`` for ``embedding="conv"``.
+    head_layer_sizes : tuple of int, default=()
+        Hidden widths of the output network g, whose parameters adapt; ``()`` is a linear layer.
+    index : {"auto", "exact", "approximate"}, default="auto"
+        Neighbour search over the memory (exact below 300,000 entries with "auto").
+    max_epochs, batch_size, learning_rate, weight_decay, early_stopping, validation_fraction, \
+n_iter_no_change, tol, warm_start, ewc_lambda, device, random_state, verbose
+        Training, as for every sksemiparam estimator (see ``SemiparametricClassifier``).
+        ``ewc_lambda`` > 0 with ``end_task`` gives the paper's MbPA + EWC combination.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+    n_features_in_ : int
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+    module_ : MbPANet
+    memory_ : EpisodicMemory
+        The episodic memory; ``len(memory_)`` is the number of stored entries.
+    index_ : NeighborIndex
+        Search structure over the memory's keys, refreshed at the end of every fit/partial_fit.
+    device_ : torch.device
+    n_iter_ : int
+    loss_curve_ : list of float
+    best_loss_ : float
+    validation_scores_ : list of float or None
+    best_validation_score_ : float or None
+    ewc_state_ : list of (dict, dict)
+
+    See Also
+    --------
+    SemiparametricClassifier : nearest-neighbour information as a feature, learned end to end.
+
+    Notes
+    -----
+    Keys are written with the embedding of the moment, after each optimisation step, and are not
+    refreshed later (the paper's memory); with a trained f they age as f changes.
+
+    References
+    ----------
+    P. Sprechmann, S. M. Jayakumar, J. W. Rae, A. Pritzel, A. P. Badia, B. Uria, O. Vinyals,
+    D. Hassabis, R. Pascanu and C. Blundell. "Memory-based Parameter Adaptation". ICLR 2018.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from sksemiparam import MbPAClassifier
+    >>> X, y = load_digits(return_X_y=True)
+    >>> clf = MbPAClassifier(max_epochs=5, random_state=0).fit(X / 16, y)
+    >>> len(clf.memory_)
+    1797
+    >>> clf.predict(X[:3] / 16).shape
+    (3,)
+    """
+
+    _parameter_constraints: dict = {
+        **TorchClassifierBase._parameter_constraints,
+        "inference": [StrOptions({"adapt", "parametric", "memory", "mixture"})],
+        "n_neighbors": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
+        "memory_size": [Interval(Integral, 1, None, closed="left"), None],
+        "adapt_steps": [Interval(Integral, 0, None, closed="left")],
+        "adapt_lr": [Interval(Real, 0, None, closed="left")],
+        "adapt_reg": [Interval(Real, 0, None, closed="left")],
+        "kernel_epsilon": [Interval(Real, 0, None, closed="neither")],
+        "mixture_weight": [Interval(Real, 0, 1, closed="both")],
+        "head_layer_sizes": ["array-like"],
+        "index": [StrOptions({"auto", "exact", "approximate"})],
+    }
+
+    def __init__(
+        self,
+        inference="adapt",
+        *,
+        n_neighbors="auto",
+        memory_size=None,
+        adapt_steps=5,
+        adapt_lr=0.1,
+        adapt_reg=0.1,
+        kernel_epsilon=1e-3,
+        mixture_weight=0.5,
+        embedding="mlp",
+        hidden_layer_sizes=(32,),
+        embedding_dim=32,
+        image_shape=None,
+        head_layer_sizes=(),
+        index="auto",
+        max_epochs=100,
+        batch_size=100,
+        learning_rate=1e-3,
+        weight_decay=0.0,
+        early_stopping=False,
+        validation_fraction=0.1,
+        n_iter_no_change=10,
+        tol=1e-4,
+        warm_start=False,
+        ewc_lambda=0.0,
+        device="auto",
+        random_state=None,
+        verbose=0,
+    ):
+        super().__init__(
+            embedding=embedding,
+            hidden_layer_sizes=hidden_layer_sizes,
+            embedding_dim=embedding_dim,
+            image_shape=image_shape,
+            max_epochs=max_epochs,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            weight_decay=weight_decay,
+            early_stopping=early_stopping,
+            validation_fraction=validation_fraction,
+            n_iter_no_change=n_iter_no_change,
+            tol=tol,
+            warm_start=warm_start,
+            ewc_lambda=ewc_lambda,
+            device=device,
+            random_state=random_state,
+            verbose=verbose,
+        )
+        self.inference = inference
+        self.n_neighbors = n_neighbors
+        self.memory_size = memory_size
+        self.adapt_steps = adapt_steps
+        self.adapt_lr = adapt_lr
+        self.adapt_reg = adapt_reg
+        self.kernel_epsilon = kernel_epsilon
+        self.mixture_weight = mixture_weight
+        self.head_layer_sizes = head_layer_sizes
+        self.index = index
+
+    # ------------------------------------------------------------------ hooks
+    def _check_fit_data(self, X, y, *, first_pass, incremental):
+        if not isinstance(self.n_neighbors, Integral):
+            return
+        stored = X.shape[0]
+        if not first_pass and getattr(self, "memory_", None) is not None:
+            stored += len(self.memory_)
+        if self.memory_size is not None:
+            stored = min(stored, self.memory_size)
+        if self.n_neighbors > stored:
+            raise ValueError(
+                f"`n_neighbors`={self.n_neighbors} is larger than the {stored} samples stored in "
+                f"memory; pass n_neighbors <= {stored}"
+            )
+
+    def _build_module(self, n_features, n_outputs):
+        self.memory_ = EpisodicMemory(self.memory_size)
+        self._rows_seen = 0  # example ids of the rows of earlier fit/partial_fit calls
+        self.index_ = None
+        # Drawn once: predicting must not consume the training generator.
+        self._index_seed = int(torch.randint(0, 2**31 - 1, (1,), generator=self._generator))
+        return MbPANet(
+            embedding=self._make_embedding(n_features),
+            embedding_dim=self._embedding_out_dim(n_features),
+            n_classes=n_outputs,
+            head_layer_sizes=tuple(self.head_layer_sizes),
+        )
+
+    def _loss(self, X, y, ids):
+        return F.nll_loss(self.module_(X), y)
+
+    def _after_step(self, X, y, ids):
+        # The memory stores the batch under the embedding just updated (eval mode: no dropout).
+        # NOTE[paper]: entries are per training example: a row seen again in a later epoch of the
+        # same fit overwrites its entry instead of adding a copy; each partial_fit brings new rows.
+        self.module_.eval()
+        with torch.no_grad():
+            self.memory_.add(self.module_.embed(X), y, self._rows_seen + ids)
+        self.module_.train()
+
+    def _on_train_end(self, X, y, *, incremental):
+        self._rows_seen += X.shape[0]
+        self._index_memory()
+
+    def _before_validation(self, X, y):
+        self._index_memory()
+
+    def _index_memory(self):
+        """Index the memory's keys for prediction (exact search shares their storage)."""
+        self.index_ = NeighborIndex(self.index, random_state=self._index_seed).build(self.memory_.keys)
+
+    def _log_proba_for_fisher(self, X):
+        return self.module_(X)  # EWC protects the parametric model
+
+    def _to_device(self, device):
+        if self.device_ == device:
+            return
+        super()._to_device(device)
+        self.memory_.to(device)
+        self._index_memory()
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        if self.__dict__.get("device_", torch.device("cpu")).type != "cpu":
+            state["memory_"] = copy.deepcopy(self.memory_).to("cpu")
+            state["index_"] = copy.deepcopy(self.index_).to("cpu")
+        return state
+
+    # -------------------------------------------------------------- prediction
+    def _forward(self, X):
+        module = self.module_
+        q = module.embed(X)
+        if self.inference == "parametric":
+            return torch.log_softmax(module.head(q), dim=1)
+        index = self.index_
+        k = _AUTO_NEIGHBORS if self.n_neighbors == "auto" else self.n_neighbors
+        k = min(k, len(self.memory_))
+        # Search without gradients, then re-score the retrieved keys.
+        with torch.no_grad():
+            _, ids = index.query(q.detach(), k)
+        keys, labels = self.memory_.keys[ids], self.memory_.values[ids]
+        weights = memory_kernel_weights((q[:, None, :] - keys).square().sum(-1), self.kernel_epsilon)
+        if self.inference == "memory":
+            return torch.log(memory_vote(labels, weights, module.n_classes).clamp_min(_MIN_PROBA))
+        if self.inference == "mixture":
+            p = self.mixture_weight * torch.softmax(module.head(q), dim=1)
+            p = p + (1.0 - self.mixture_weight) * memory_vote(labels, weights, module.n_classes)
+            return torch.log(p.clamp_min(_MIN_PROBA))
+        n_params = sum(p.numel() for p in module.head.parameters())
+        step = max(1, _ADAPT_CHUNK_FLOATS // (n_params * max(self.adapt_steps, 1)))
+        return torch.cat(
+            [
+                adapt_and_predict(
+                    module.head,
+                    q[s : s + step],
+                    keys[s : s + step],
+                    labels[s : s + step],
+                    weights[s : s + step],
+                    steps=self.adapt_steps,
+                    lr=self.adapt_lr,
+                    reg=self.adapt_reg,
+                )
+                for s in range(0, q.shape[0], step)
+            ]
+        )
