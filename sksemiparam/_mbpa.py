@@ -47,7 +47,9 @@ class MbPAClassifier(TorchClassifierBase):
     adapt_steps : int, default=5
         Gradient steps of the local adaptation; 0 gives the parametric prediction.
     adapt_lr : float, default=0.1
-        Step size of the local adaptation (alpha_M).
+        Step size of the local adaptation (alpha_M). The right size depends on the scale of the
+        keys (the gradient with respect to a linear output layer grows with ||h||): tune it with
+        ``adapt_steps`` on validation data, as the paper did; predictions need no refit.
     adapt_reg : float, default=0.1
         Strength of the pull-back term ``||theta - theta_0||^2`` (the prior log p(theta^x | theta)).
     kernel_epsilon : float, default=1e-3
@@ -98,7 +100,10 @@ n_iter_no_change, tol, warm_start, ewc_lambda, device, random_state, verbose
     Notes
     -----
     Keys are written with the embedding of the moment, after each optimisation step, and are not
-    refreshed later (the paper's memory); with a trained f they age as f changes.
+    refreshed later (the paper's memory); with a trained f they age as f changes. Within one
+    ``fit``, a row seen again in a later epoch overwrites its own entry; rows passed to separate
+    ``partial_fit`` calls are new entries, so looping ``partial_fit`` over the same data stores
+    copies (bound the memory with ``memory_size``).
 
     References
     ----------
@@ -193,7 +198,18 @@ n_iter_no_change, tol, warm_start, ewc_lambda, device, random_state, verbose
         self.index = index
 
     # ------------------------------------------------------------------ hooks
+    def _check_adaptation(self):
+        # Each step moves theta back toward theta_0 by the factor 1 - 2 adapt_lr adapt_reg: at
+        # adapt_lr * adapt_reg >= 1 it overshoots theta_0 by as much as it corrects, or more.
+        if self.adapt_steps and self.adapt_lr * self.adapt_reg >= 1:
+            raise ValueError(
+                f"`adapt_lr` * `adapt_reg` = {self.adapt_lr * self.adapt_reg:g} makes every adaptation step "
+                "overshoot the trained parameters (the pull-back factor 1 - 2 * adapt_lr * adapt_reg is "
+                "<= -1); pass values whose product is below 1, e.g. adapt_lr=0.1, adapt_reg=0.1"
+            )
+
     def _check_fit_data(self, X, y, *, first_pass, incremental):
+        self._check_adaptation()
         if not isinstance(self.n_neighbors, Integral):
             return
         stored = X.shape[0]
@@ -280,6 +296,7 @@ n_iter_no_change, tol, warm_start, ewc_lambda, device, random_state, verbose
             p = self.mixture_weight * torch.softmax(module.head(q), dim=1)
             p = p + (1.0 - self.mixture_weight) * memory_vote(labels, weights, module.n_classes)
             return torch.log(p.clamp_min(_MIN_PROBA))
+        self._check_adaptation()
         n_params = sum(p.numel() for p in module.head.parameters())
         step = max(1, _ADAPT_CHUNK_FLOATS // (n_params * max(self.adapt_steps, 1)))
         return torch.cat(

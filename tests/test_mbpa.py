@@ -166,6 +166,17 @@ def test_adaptation_moves_predictions_toward_the_neighbours(fitted, digits):
     assert np.abs(strong - vote).mean() < np.abs(weak - vote).mean()
 
 
+def test_overshooting_adaptation_is_rejected(fitted, digits):
+    _, X_test, _, _ = digits
+    with pytest.raises(
+        ValueError, match=r"`adapt_lr` \* `adapt_reg` = 1 makes every adaptation step overshoot"
+    ):
+        clone(fitted).set_params(adapt_lr=1.0, adapt_reg=1.0).fit(X_test, np.arange(len(X_test)) % 10)
+    with pytest.raises(ValueError, match="overshoot"):
+        fitted.set_params(adapt_lr=2.0, adapt_reg=0.5).predict(X_test[:2])
+    fitted.set_params(adapt_lr=0.1, adapt_reg=0.1)
+
+
 def test_too_many_neighbours_for_the_memory(digits):
     X_train, _, y_train, _ = digits
     with pytest.raises(ValueError, match=r"`n_neighbors`=50 is larger than the 40 samples stored in memory"):
