@@ -6,21 +6,12 @@ import numpy as np
 import pytest
 import torch
 from sklearn.base import clone
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 from torch import nn
 
 from sksemiparam import MbPAClassifier
 from sksemiparam.nn import adapt_and_predict, memory_kernel_weights
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
-
-
-@pytest.fixture(scope="module")
-def digits():
-    X, y = load_digits(return_X_y=True)
-    X = (X / 16).astype(np.float32)
-    return train_test_split(X, y, test_size=0.3, random_state=0, stratify=y)
 
 
 @pytest.fixture(scope="module")
