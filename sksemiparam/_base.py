@@ -482,6 +482,9 @@ class TorchEstimatorBase(BaseEstimator):
             if getattr(self, "device_", torch.device("cpu")).type != "cpu":
                 state["module_"] = copy.deepcopy(self.module_).cpu()
             state["device_"] = torch.device("cpu")
+        for name, value in state.items():  # fitted tensors of the estimators (e.g. memory labels)
+            if isinstance(value, torch.Tensor) and value.device.type != "cpu":
+                state[name] = value.cpu()
         if state.get("ewc_state_"):
             state["ewc_state_"] = _tensor_to(self.ewc_state_, "cpu")
         if state.get("_optimizer") is not None:
