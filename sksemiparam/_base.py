@@ -296,21 +296,16 @@ class TorchEstimatorBase(BaseEstimator):
         early_stopping = self.early_stopping and not incremental
         X_train, y_train, X_val, y_val = X, y, None, None
         if early_stopping:
-            stratify = y.numpy() if isinstance(self, ClassifierMixin) else None
             rows = np.arange(X.shape[0])
+            split = {
+                "test_size": self.validation_fraction,
+                "random_state": int(torch.randint(0, 2**31 - 1, (1,), generator=self._generator)),
+            }
             try:
-                train_rows, val_rows = train_test_split(
-                    rows,
-                    test_size=self.validation_fraction,
-                    random_state=int(torch.randint(0, 2**31 - 1, (1,), generator=self._generator)),
-                    stratify=stratify,
-                )
+                stratify = y.numpy() if isinstance(self, ClassifierMixin) else None
+                train_rows, val_rows = train_test_split(rows, stratify=stratify, **split)
             except ValueError:  # a class too small to stratify
-                train_rows, val_rows = train_test_split(
-                    rows,
-                    test_size=self.validation_fraction,
-                    random_state=int(torch.randint(0, 2**31 - 1, (1,), generator=self._generator)),
-                )
+                train_rows, val_rows = train_test_split(rows, **split)
             train_rows, val_rows = np.sort(train_rows), np.sort(val_rows)
             X_train, y_train = X[train_rows], y[train_rows]
             X_val, y_val = X[val_rows].to(device), y[val_rows].to(device)

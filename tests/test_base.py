@@ -183,6 +183,14 @@ def test_early_stopping_records_validation_scores_and_keeps_the_best(data):
     assert clone(ESTIMATORS[0]).fit(X, y).validation_scores_ is None
 
 
+def test_early_stopping_with_a_class_too_small_to_stratify(data):
+    X, y = data
+    y = y.copy()
+    y[0] = 3  # a class with a single row
+    est = clone(ESTIMATORS[1]).set_params(early_stopping=True, max_epochs=3).fit(X, y)
+    assert len(est.validation_scores_) == est.n_iter_
+
+
 # ------------------------------------------------------------------------------- verbose
 def test_verbose_two_prints_one_line_per_epoch(data, capsys):
     X, y = data
