@@ -1,8 +1,9 @@
 """sksemiparam: scikit-learn estimators that give a neural network a memory."""
 
 from ._mbpa import MbPAClassifier
+from ._meta_neighborhoods import MetaNeighborhoodsRegressor
 from ._semiparametric import SemiparametricClassifier
 
 __version__ = "0.1.0.dev0"
 
-__all__ = ["MbPAClassifier", "SemiparametricClassifier", "__version__"]
+__all__ = ["MbPAClassifier", "MetaNeighborhoodsRegressor", "SemiparametricClassifier", "__version__"]

@@ -21,7 +21,7 @@ from numbers import Integral, Real
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
@@ -32,7 +32,7 @@ from torch import nn
 
 from .nn import make_embedding
 
-__all__ = ["TorchClassifierBase", "TorchEstimatorBase", "resolve_device"]
+__all__ = ["TorchClassifierBase", "TorchEstimatorBase", "TorchRegressorBase", "resolve_device"]
 
 # Rows per forward pass at predict time. Any value gives the same predictions (batch invariance).
 _PREDICT_CHUNK = 2048
@@ -110,6 +110,8 @@ class TorchEstimatorBase(BaseEstimator):
 
     # The embedding network's last layer gets a ReLU (see nn.MLPEmbedding.final_activation).
     _embedding_final_activation = True
+    # How validate_data checks y (classifiers: one label column of any type).
+    _y_checks = {"y_numeric": False, "multi_output": False}
 
     def __init__(
         self,
@@ -166,6 +168,10 @@ class TorchEstimatorBase(BaseEstimator):
     def _log_proba_for_fisher(self, X: torch.Tensor) -> torch.Tensor:
         """Log-likelihoods whose gradients define the EWC Fisher information (default: ``_forward``)."""
         return self._forward(X)
+
+    def _row_log_likelihood(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """log p(y | x) of one row (x of shape (1, n_features)), for the EWC Fisher information."""
+        raise NotImplementedError
 
     def _check_fit_data(self, X: np.ndarray, y: np.ndarray, *, first_pass: bool, incremental: bool):
         """Data-dependent parameter checks, before any state changes. Raise ValueError."""
@@ -254,7 +260,7 @@ class TorchEstimatorBase(BaseEstimator):
         first_pass = not hasattr(self, "module_") or (not self.warm_start and not incremental)
         saved = {k: self.__dict__[k] for k in ("n_features_in_", "feature_names_in_") if k in self.__dict__}
         try:
-            X, y = validate_data(self, X, y, reset=first_pass, dtype=np.float32, y_numeric=False)
+            X, y = validate_data(self, X, y, reset=first_pass, dtype=np.float32, **self._y_checks)
             y_enc, n_outputs = self._validate_targets(
                 y, classes, first_pass=first_pass, incremental=incremental
             )
@@ -442,8 +448,8 @@ class TorchEstimatorBase(BaseEstimator):
         # Per-row gradients, one row at a time: the log-likelihood of a row must not depend on the
         # other rows (true of every estimator's prediction path), and rows are few.
         for x_i, y_i in zip(X_t, y_t):
-            log_proba = self._log_proba_for_fisher(x_i[None].to(device))
-            grads = torch.autograd.grad(log_proba[0, y_i], list(params.values()), allow_unused=True)
+            log_likelihood = self._row_log_likelihood(x_i[None].to(device), y_i.to(device))
+            grads = torch.autograd.grad(log_likelihood, list(params.values()), allow_unused=True)
             for (n, _), g in zip(params.items(), grads):
                 if g is not None:
                     fisher[n] += g.square()
@@ -591,6 +597,9 @@ class TorchClassifierBase(ClassifierMixin, TorchEstimatorBase):
         check_classification_targets(y)
         return _encode_labels(y, self.classes_)
 
+    def _row_log_likelihood(self, x, y):
+        return self._log_proba_for_fisher(x)[0, y]
+
     def _score_tensors(self, X, y):
         with torch.no_grad():
             pred = self._forward(X).argmax(1)
@@ -621,3 +630,94 @@ class TorchClassifierBase(ClassifierMixin, TorchEstimatorBase):
         """Predicted class labels (of the type given in ``y``)."""
         proba = self.predict_proba(X)  # before touching classes_: unfitted -> NotFittedError
         return self.classes_[np.argmax(proba, axis=1)]
+
+
+class TorchRegressorBase(RegressorMixin, TorchEstimatorBase):
+    """Target standardisation and predictions for regressors (one or several outputs).
+
+    Targets are standardised with the mean and standard deviation of the first ``fit`` (or first
+    ``partial_fit``) and predictions are mapped back; ``_forward`` returns standardised outputs
+    (n, n_outputs).
+    """
+
+    _y_checks = {"y_numeric": True, "multi_output": True}
+
+    def fit(self, X, y):
+        """Train on (X, y) for up to ``max_epochs`` epochs.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+
+        Returns
+        -------
+        self
+        """
+        return self._fit(X, y, incremental=False)
+
+    def partial_fit(self, X, y):
+        """One pass over (X, y), keeping the optimizer state between calls.
+
+        The target standardisation is fixed by the first call.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+
+        Returns
+        -------
+        self
+        """
+        return self._fit(X, y, incremental=True)
+
+    def _validate_targets(self, y, classes, *, first_pass, incremental):
+        y = np.asarray(y, dtype=np.float64)
+        one_d = y.ndim == 1
+        y2 = y.reshape(y.shape[0], -1)
+        if first_pass:
+            mean, scale = y2.mean(0), y2.std(0)
+            scale = np.where(scale > 1e-12 * np.maximum(np.abs(mean), 1.0), scale, 1.0)
+        else:
+            if y2.shape[1] != self.n_outputs_:
+                raise ValueError(
+                    f"`y` has {y2.shape[1]} output(s) but the model was fitted with {self.n_outputs_}"
+                )
+            mean, scale, one_d = self.y_mean_, self.y_scale_, self._y_one_d
+        self._pending_targets = (mean, scale, one_d)
+        return ((y2 - mean) / scale).astype(np.float32), y2.shape[1]
+
+    def _commit_targets(self):
+        self.y_mean_, self.y_scale_, self._y_one_d = self._pending_targets
+        self.n_outputs_ = self.y_mean_.shape[0]
+        del self._pending_targets
+
+    def _encode_known_targets(self, y):
+        y2 = np.asarray(y, dtype=np.float64).reshape(len(y), -1)
+        if y2.shape[1] != self.n_outputs_:
+            raise ValueError(
+                f"`y` has {y2.shape[1]} output(s) but the model was fitted with {self.n_outputs_}"
+            )
+        return ((y2 - self.y_mean_) / self.y_scale_).astype(np.float32)
+
+    def _row_log_likelihood(self, x, y):
+        # Gaussian with unit variance on the standardised scale, up to a constant.
+        return -0.5 * (self._log_proba_for_fisher(x)[0] - y).square().sum()
+
+    def _score_tensors(self, X, y):
+        with torch.no_grad():
+            residual = ((self._forward(X) - y) ** 2).sum(0)
+            total = ((y - y.mean(0)) ** 2).sum(0).clamp_min(1e-12)
+        return float((1.0 - residual / total).mean())
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags
+
+    def predict(self, X):
+        """Predicted targets, shape (n_samples,) or (n_samples, n_outputs) as in ``y``."""
+        X_t = self._prepare_predict(X)
+        out = self._forward_all(X_t).double().numpy() * self.y_scale_ + self.y_mean_
+        return out.ravel() if self._y_one_d else out

@@ -10,6 +10,7 @@ from .kernels import (
 )
 from .mbpa import MbPANet, adapt_and_predict, memory_kernel_weights, memory_vote
 from .memory import EpisodicMemory
+from .meta_neighborhoods import MetaNeighborhoodsNet, dictionary_attention
 from .semiparametric import SemiparametricNet
 
 __all__ = [
@@ -17,9 +18,11 @@ __all__ = [
     "EpisodicMemory",
     "MLPEmbedding",
     "MbPANet",
+    "MetaNeighborhoodsNet",
     "ScratchPool",
     "SemiparametricNet",
     "adapt_and_predict",
+    "dictionary_attention",
     "in_batch_class_estimate",
     "inverse_distance_log_weights",
     "make_embedding",

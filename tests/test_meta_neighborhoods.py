@@ -1,0 +1,115 @@
+"""MetaNeighborhoodsRegressor: the inner step by hand, the attention's gradients, the regressor base."""
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_diabetes, make_regression
+from torch import nn
+
+from sksemiparam import MetaNeighborhoodsRegressor
+from sksemiparam.nn import MetaNeighborhoodsNet, dictionary_attention
+
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
+FAST = {"n_entries": 16, "head_layer_sizes": (16,), "max_epochs": 5, "random_state": 0, "device": "cpu"}
+
+
+@pytest.fixture(scope="module")
+def diabetes():
+    X, y = load_diabetes(return_X_y=True)
+    return X.astype(np.float32), y
+
+
+def tiny_net(n_inner_steps=1, first_order=False):
+    torch.manual_seed(0)
+    net = MetaNeighborhoodsNet(
+        embedding=nn.Identity(), embedding_dim=1, n_outputs=1, n_entries=3, head_layer_sizes=(),
+        gamma=2.0, n_inner_steps=n_inner_steps, inner_lr_init=0.3, first_order=first_order,
+    ).double()  # fmt: skip
+    with torch.no_grad():
+        net.keys.copy_(torch.tensor([[0.0], [1.0], [3.0]], dtype=torch.float64))
+        net.values.copy_(torch.tensor([[1.0], [0.0], [2.0]], dtype=torch.float64))
+        net.head[0].weight.fill_(0.5)
+        net.head[0].bias.fill_(-0.25)
+        net.inner_lr.fill_(0.3)  # exactly, not 0.3 rounded to float32 and widened
+    return net
+
+
+def test_one_inner_step_on_a_linear_head_by_hand():
+    x, k, v, a, b, gamma, alpha = (
+        0.8,
+        np.array([0.0, 1.0, 3.0]),
+        np.array([1.0, 0.0, 2.0]),
+        0.5,
+        -0.25,
+        2.0,
+        0.3,
+    )
+    # eq. (11): omega_j = softmax_j(-gamma |x - k_j|)
+    scores = -gamma * np.abs(x - k)
+    omega = np.exp(scores - scores.max())
+    omega /= omega.sum()
+    # inner loss sum_j omega_j (a k_j + b - v_j)^2 and its gradient in (a, b)
+    residual = a * k + b - v
+    grad_a, grad_b = (omega * 2 * residual * k).sum(), (omega * 2 * residual).sum()
+    expected = (a - alpha * grad_a) * x + (b - alpha * grad_b)
+    out = tiny_net()(torch.tensor([[x]], dtype=torch.float64))
+    assert out.item() == pytest.approx(expected, rel=1e-12)
+
+
+def test_zero_inner_steps_is_the_plain_output_network(diabetes):
+    X, y = diabetes
+    reg = MetaNeighborhoodsRegressor(n_inner_steps=0, **FAST).fit(X, y)
+    with torch.no_grad():
+        plain = reg.module_.head(torch.from_numpy(X[:20])).double().numpy()[:, 0]
+    np.testing.assert_allclose(reg.predict(X[:20]), plain * reg.y_scale_[0] + reg.y_mean_[0], rtol=1e-6)
+
+
+@pytest.mark.parametrize("similarity", ["euclidean", "cosine"])
+def test_gradcheck_attention(similarity):
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(4, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    keys = torch.randn(5, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda z, k: dictionary_attention(z, k, 1.5, similarity), (z, keys))
+    omega = dictionary_attention(z, keys, 1.5, similarity)
+    np.testing.assert_allclose(omega.sum(1).detach().numpy(), 1.0)
+
+
+def test_dictionary_and_rate_learn_through_the_inner_step():
+    for first_order in (False, True):
+        net = tiny_net(first_order=first_order)
+        net(torch.tensor([[0.8], [2.0]], dtype=torch.float64)).sum().backward()
+        assert net.keys.grad.abs().sum() > 0 and net.values.grad.abs().sum() > 0
+        assert net.inner_lr.grad.abs() > 0
+    second, first = tiny_net(), tiny_net(first_order=True)
+    x = torch.tensor([[0.8]], dtype=torch.float64)
+    second(x).sum().backward()
+    first(x).sum().backward()
+    assert not torch.allclose(second.head[0].weight.grad, first.head[0].weight.grad)
+
+
+def test_diagonal_rates_match_the_output_network():
+    reg = MetaNeighborhoodsRegressor(inner_lr="diagonal", **FAST).fit(*make_regression(60, 4, random_state=0))
+    rates = dict(reg.module_.inner_lr.items())
+    for name, p in reg.module_.head.named_parameters():
+        assert rates[name.replace(".", "_")].shape == p.shape
+
+
+def test_multi_output_targets_are_standardised_and_mapped_back():
+    X, y = make_regression(80, 5, n_targets=2, random_state=0)
+    y = y * [1.0, 1000.0] + [5.0, -3000.0]
+    reg = MetaNeighborhoodsRegressor(**{**FAST, "max_epochs": 300}).fit(X, y)
+    np.testing.assert_allclose(reg.y_mean_, y.mean(0))
+    np.testing.assert_allclose(reg.y_scale_, y.std(0))
+    pred = reg.predict(X)
+    assert pred.shape == (80, 2) and reg.n_outputs_ == 2
+    assert reg.score(X, y) > 0.5
+    with pytest.raises(ValueError, match="`y` has 1 output\\(s\\) but the model was fitted with 2"):
+        reg.partial_fit(X, y[:, 0])
+
+
+def test_early_stopping_scores_r2(diabetes):
+    X, y = diabetes
+    reg = MetaNeighborhoodsRegressor(early_stopping=True, **{**FAST, "max_epochs": 30}).fit(X, y)
+    assert len(reg.validation_scores_) == reg.n_iter_
+    assert reg.best_validation_score_ == max(reg.validation_scores_) <= 1
