@@ -1,9 +1,15 @@
 """sksemiparam: scikit-learn estimators that give a neural network a memory."""
 
 from ._mbpa import MbPAClassifier
-from ._meta_neighborhoods import MetaNeighborhoodsRegressor
+from ._meta_neighborhoods import MetaNeighborhoodsClassifier, MetaNeighborhoodsRegressor
 from ._semiparametric import SemiparametricClassifier
 
 __version__ = "0.1.0.dev0"
 
-__all__ = ["MbPAClassifier", "MetaNeighborhoodsRegressor", "SemiparametricClassifier", "__version__"]
+__all__ = [
+    "MbPAClassifier",
+    "MetaNeighborhoodsClassifier",
+    "MetaNeighborhoodsRegressor",
+    "SemiparametricClassifier",
+    "__version__",
+]

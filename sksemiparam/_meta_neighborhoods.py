@@ -1,14 +1,44 @@
-"""MetaNeighborhoodsRegressor: Meta-Neighborhoods (Shan & Oliva) for regression."""
+"""MetaNeighborhoodsRegressor and MetaNeighborhoodsClassifier: Meta-Neighborhoods (Shan & Oliva)."""
 
 from __future__ import annotations
 
 from numbers import Integral, Real
 
+import torch
 import torch.nn.functional as F
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from ._base import TorchRegressorBase
+from ._base import TorchClassifierBase, TorchRegressorBase
 from .nn import MetaNeighborhoodsNet
+
+# The dictionary and inner-loop parameters shared by both estimators.
+_CONSTRAINTS = {
+    "n_entries": [Interval(Integral, 1, None, closed="left")],
+    "gamma": [Interval(Real, 0, None, closed="neither")],
+    "similarity": [StrOptions({"euclidean", "cosine"})],
+    "n_inner_steps": [Interval(Integral, 0, None, closed="left")],
+    "inner_lr": [StrOptions({"scalar", "diagonal"})],
+    "inner_lr_init": [Interval(Real, None, None, closed="neither")],
+    "first_order": ["boolean"],
+    "head_layer_sizes": ["array-like"],
+}
+
+
+def _net(estimator, n_features, n_outputs, **task):
+    return MetaNeighborhoodsNet(
+        embedding=estimator._make_embedding(n_features),
+        embedding_dim=estimator._embedding_out_dim(n_features),
+        n_outputs=n_outputs,
+        n_entries=estimator.n_entries,
+        head_layer_sizes=tuple(estimator.head_layer_sizes),
+        gamma=estimator.gamma,
+        similarity=estimator.similarity,
+        n_inner_steps=estimator.n_inner_steps,
+        inner_lr=estimator.inner_lr,
+        inner_lr_init=estimator.inner_lr_init,
+        first_order=estimator.first_order,
+        **task,
+    )
 
 
 class MetaNeighborhoodsRegressor(TorchRegressorBase):
@@ -74,17 +104,7 @@ best_validation_score_, ewc_state_
     (2,)
     """
 
-    _parameter_constraints: dict = {
-        **TorchRegressorBase._parameter_constraints,
-        "n_entries": [Interval(Integral, 1, None, closed="left")],
-        "gamma": [Interval(Real, 0, None, closed="neither")],
-        "similarity": [StrOptions({"euclidean", "cosine"})],
-        "n_inner_steps": [Interval(Integral, 0, None, closed="left")],
-        "inner_lr": [StrOptions({"scalar", "diagonal"})],
-        "inner_lr_init": [Interval(Real, None, None, closed="neither")],
-        "first_order": ["boolean"],
-        "head_layer_sizes": ["array-like"],
-    }
+    _parameter_constraints: dict = {**TorchRegressorBase._parameter_constraints, **_CONSTRAINTS}
 
     def __init__(
         self,
@@ -148,21 +168,7 @@ best_validation_score_, ewc_state_
             self._value_range = (float(y.min()), float(y.max()))
 
     def _build_module(self, n_features, n_outputs):
-        return MetaNeighborhoodsNet(
-            embedding=self._make_embedding(n_features),
-            embedding_dim=self._embedding_out_dim(n_features),
-            n_outputs=n_outputs,
-            n_entries=self.n_entries,
-            head_layer_sizes=tuple(self.head_layer_sizes),
-            task="regression",
-            value_range=self._value_range,
-            gamma=self.gamma,
-            similarity=self.similarity,
-            n_inner_steps=self.n_inner_steps,
-            inner_lr=self.inner_lr,
-            inner_lr_init=self.inner_lr_init,
-            first_order=self.first_order,
-        )
+        return _net(self, n_features, n_outputs, task="regression", value_range=self._value_range)
 
     def _loss(self, X, y, ids):
         return F.mse_loss(self.module_(X), y)
@@ -170,3 +176,147 @@ best_validation_score_, ewc_state_
     def _forward(self, X):
         # The inner step needs gradients even at prediction (torch.func.grad ignores no_grad).
         return self.module_(X)
+
+
+class MetaNeighborhoodsClassifier(TorchClassifierBase):
+    """Neural network classifier tuned per query by a learned dictionary of neighbours (Meta-Neighborhoods).
+
+    An encoder mu maps x to features z (no ReLU after its last layer, as in the paper). A dictionary
+    of ``n_entries`` learnable keys k_j in feature space with logit values v_j (a class distribution
+    softmax(v_j) each) tunes the output network f_phi, a cosine-similarity classifier with a
+    learnable scale (eq. 15): with attention omega_j = softmax_j(gamma cos(z, k_j)), ``n_inner_steps``
+    steps phi_x = phi - alpha grad_phi sum_j omega_j CE(f_phi(k_j), softmax(v_j)), then f_{phi_x}(z).
+    An auxiliary cosine classifier xi on z, never adapted, adds ``aux_weight`` times its
+    cross-entropy to the loss (co-training, eq. 14). Trained end to end with AdamW; prediction runs
+    the same inner step.
+
+    Parameters
+    ----------
+    n_entries : int, default=1000
+    gamma : float, default=5.0
+        Attention temperature (the paper's classification value).
+    similarity : {"cosine", "euclidean"}, default="cosine"
+    n_inner_steps : int, default=1
+    inner_lr : {"scalar", "diagonal"}, default="scalar"
+    inner_lr_init : float, default=0.1
+    first_order : bool, default=False
+    aux_weight : float, default=1.0
+        lambda of the auxiliary loss; 0 removes the auxiliary head.
+    head_layer_sizes : tuple of int, default=()
+        Hidden widths of f_phi before its cosine layer; ``()``: f_phi is the cosine layer.
+    embedding : {"mlp", "conv"} or callable, default="mlp"
+        The encoder mu (``"conv"``: the Appendix-B image network, with ``image_shape``).
+    hidden_layer_sizes : tuple of int, default=(64,)
+    embedding_dim : int, default=32
+    image_shape : tuple of int, default=None
+    max_epochs, batch_size, learning_rate, weight_decay, early_stopping, validation_fraction, \
+n_iter_no_change, tol, warm_start, ewc_lambda, device, random_state, verbose
+        Training, as in every sksemiparam estimator.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+    module_ : MetaNeighborhoodsNet
+    n_features_in_, feature_names_in_, device_, n_iter_, loss_curve_, best_loss_, validation_scores_, \
+best_validation_score_, ewc_state_
+        As in every sksemiparam estimator.
+
+    References
+    ----------
+    S. Shan and J. B. Oliva. "Meta-Neighborhoods".
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from sksemiparam import MetaNeighborhoodsClassifier
+    >>> X, y = load_iris(return_X_y=True)
+    >>> clf = MetaNeighborhoodsClassifier(n_entries=20, max_epochs=3, random_state=0).fit(X, y)
+    >>> clf.predict_proba(X[:2]).shape
+    (2, 3)
+    """
+
+    _parameter_constraints: dict = {
+        **TorchClassifierBase._parameter_constraints,
+        **_CONSTRAINTS,
+        "aux_weight": [Interval(Real, 0, None, closed="left")],
+    }
+    # NOTE[paper]: "we also remove the ReLU activation function after the last hidden layer".
+    _embedding_final_activation = False
+
+    def __init__(
+        self,
+        *,
+        n_entries=1000,
+        gamma=5.0,
+        similarity="cosine",
+        n_inner_steps=1,
+        inner_lr="scalar",
+        inner_lr_init=0.1,
+        first_order=False,
+        aux_weight=1.0,
+        head_layer_sizes=(),
+        embedding="mlp",
+        hidden_layer_sizes=(64,),
+        embedding_dim=32,
+        image_shape=None,
+        max_epochs=100,
+        batch_size=128,
+        learning_rate=1e-3,
+        weight_decay=0.0,
+        early_stopping=False,
+        validation_fraction=0.1,
+        n_iter_no_change=10,
+        tol=1e-4,
+        warm_start=False,
+        ewc_lambda=0.0,
+        device="auto",
+        random_state=None,
+        verbose=0,
+    ):
+        super().__init__(
+            embedding=embedding,
+            hidden_layer_sizes=hidden_layer_sizes,
+            embedding_dim=embedding_dim,
+            image_shape=image_shape,
+            max_epochs=max_epochs,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            weight_decay=weight_decay,
+            early_stopping=early_stopping,
+            validation_fraction=validation_fraction,
+            n_iter_no_change=n_iter_no_change,
+            tol=tol,
+            warm_start=warm_start,
+            ewc_lambda=ewc_lambda,
+            device=device,
+            random_state=random_state,
+            verbose=verbose,
+        )
+        self.n_entries = n_entries
+        self.gamma = gamma
+        self.similarity = similarity
+        self.n_inner_steps = n_inner_steps
+        self.inner_lr = inner_lr
+        self.inner_lr_init = inner_lr_init
+        self.first_order = first_order
+        self.aux_weight = aux_weight
+        self.head_layer_sizes = head_layer_sizes
+
+    def _build_module(self, n_features, n_outputs):
+        return _net(
+            self,
+            n_features,
+            n_outputs,
+            task="classification",
+            cosine_output=True,
+            auxiliary_head=self.aux_weight > 0,
+        )
+
+    def _loss(self, X, y, ids):
+        if self.module_.auxiliary is None:
+            return F.cross_entropy(self.module_(X), y)
+        logits, auxiliary = self.module_.forward_with_auxiliary(X)
+        return F.cross_entropy(logits, y) + self.aux_weight * F.cross_entropy(auxiliary, y)
+
+    def _forward(self, X):
+        return torch.log_softmax(self.module_(X), dim=1)

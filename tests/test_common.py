@@ -3,7 +3,12 @@
 import pytest
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from sksemiparam import MbPAClassifier, MetaNeighborhoodsRegressor, SemiparametricClassifier
+from sksemiparam import (
+    MbPAClassifier,
+    MetaNeighborhoodsClassifier,
+    MetaNeighborhoodsRegressor,
+    SemiparametricClassifier,
+)
 
 # Settings that keep each check fast while leaving defaults that matter to the checks intact.
 FAST_PARAMS = {"max_epochs": 30, "random_state": 0, "device": "cpu"}
@@ -15,6 +20,7 @@ ESTIMATORS = [
     ),
     *(MbPAClassifier(inference, **FAST_PARAMS) for inference in ("adapt", "memory", "mixture")),
     MetaNeighborhoodsRegressor(n_entries=16, head_layer_sizes=(32,), **FAST_PARAMS),
+    MetaNeighborhoodsClassifier(n_entries=16, **FAST_PARAMS),
     MetaNeighborhoodsRegressor(
         n_entries=16, head_layer_sizes=(32,), inner_lr="diagonal", first_order=True, **FAST_PARAMS
     ),

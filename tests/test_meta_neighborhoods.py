@@ -6,8 +6,8 @@ import torch
 from sklearn.datasets import load_diabetes, make_regression
 from torch import nn
 
-from sksemiparam import MetaNeighborhoodsRegressor
-from sksemiparam.nn import MetaNeighborhoodsNet, dictionary_attention
+from sksemiparam import MetaNeighborhoodsClassifier, MetaNeighborhoodsRegressor
+from sksemiparam.nn import CosineLinear, MetaNeighborhoodsNet, dictionary_attention
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
@@ -113,3 +113,34 @@ def test_early_stopping_scores_r2(diabetes):
     reg = MetaNeighborhoodsRegressor(early_stopping=True, **{**FAST, "max_epochs": 30}).fit(X, y)
     assert len(reg.validation_scores_) == reg.n_iter_
     assert reg.best_validation_score_ == max(reg.validation_scores_) <= 1
+
+
+# ------------------------------------------------------------------------------ classification
+def test_classifier_parts_follow_the_paper(digits):
+    X_train, X_test, y_train, y_test = digits
+    clf = MetaNeighborhoodsClassifier(n_entries=32, max_epochs=15, random_state=0).fit(X_train, y_train)
+    module = clf.module_
+    assert not isinstance(module.embedding.layers[-1], nn.ReLU)  # no ReLU after the encoder
+    assert isinstance(module.head[-1], CosineLinear) and module.head[-1].scale.requires_grad
+    assert isinstance(module.auxiliary, CosineLinear)
+    assert module.similarity == "cosine" and module.gamma == 5.0
+    assert clf.score(X_test, y_test) > 0.9
+    assert MetaNeighborhoodsClassifier(aux_weight=0.0, **FAST).fit(X_train, y_train).module_.auxiliary is None
+
+
+def test_classifier_zero_inner_steps_is_the_plain_cosine_classifier(digits):
+    X_train, X_test, y_train, _ = digits
+    clf = MetaNeighborhoodsClassifier(n_inner_steps=0, **FAST).fit(X_train, y_train)
+    with torch.no_grad():
+        logits = clf.module_.head(clf.module_.embedding(torch.from_numpy(X_test)))
+    np.testing.assert_allclose(
+        clf.predict_proba(X_test), torch.softmax(logits, 1).double().numpy(), rtol=1e-5
+    )
+
+
+def test_cosine_linear_is_scaled_cosine():
+    layer = CosineLinear(3, 2, scale_init=4.0)
+    z = torch.tensor([[1.0, 0.0, 0.0]])
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[2.0, 0.0, 0.0], [0.0, 5.0, 0.0]]))
+    np.testing.assert_allclose(layer(z).detach().numpy(), [[4.0, 0.0]], atol=1e-6)

@@ -10,11 +10,12 @@ from .kernels import (
 )
 from .mbpa import MbPANet, adapt_and_predict, memory_kernel_weights, memory_vote
 from .memory import EpisodicMemory
-from .meta_neighborhoods import MetaNeighborhoodsNet, dictionary_attention
+from .meta_neighborhoods import CosineLinear, MetaNeighborhoodsNet, dictionary_attention
 from .semiparametric import SemiparametricNet
 
 __all__ = [
     "ConvEmbedding",
+    "CosineLinear",
     "EpisodicMemory",
     "MLPEmbedding",
     "MbPANet",

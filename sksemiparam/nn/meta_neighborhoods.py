@@ -34,6 +34,26 @@ def dictionary_attention(z: torch.Tensor, keys: torch.Tensor, gamma: float, simi
     return torch.softmax(scores, dim=1)
 
 
+class CosineLinear(nn.Module):
+    """Logits scale * cos(z, w_c) for each class c, with a learnable scale (the paper's eq. 15).
+
+    Parameters
+    ----------
+    in_features, out_features : int
+    scale_init : float
+        Initial tau, which stretches cosines in [-1, 1] to a range softmax can use.
+    """
+
+    def __init__(self, in_features: int, out_features: int, scale_init: float = 10.0) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_features, in_features) / in_features**0.5)
+        self.scale = nn.Parameter(torch.tensor(float(scale_init)))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """(n, in_features) -> (n, out_features)."""
+        return self.scale * F.normalize(z, dim=-1) @ F.normalize(self.weight, dim=-1).T
+
+
 class MetaNeighborhoodsNet(nn.Module):
     """Embedding mu, dictionary M = {(k_j, v_j)}, output network f_phi and its per-query inner step.
 
@@ -63,6 +83,10 @@ class MetaNeighborhoodsNet(nn.Module):
     first_order : bool
         Treat phi inside the inner gradient as a constant (no second derivatives in phi); the
         dictionary and alpha still receive gradients through the inner step.
+    cosine_output : bool
+        The last layer of f_phi is a ``CosineLinear`` (classification, the paper's eq. 15).
+    auxiliary_head : bool
+        Add the auxiliary classifier xi on the embedding (co-training, eq. 14), never adapted.
     """
 
     def __init__(
@@ -81,6 +105,8 @@ class MetaNeighborhoodsNet(nn.Module):
         inner_lr: str = "scalar",
         inner_lr_init: float = 0.1,
         first_order: bool = False,
+        cosine_output: bool = False,
+        auxiliary_head: bool = False,
     ) -> None:
         if task not in ("regression", "classification"):
             raise ValueError(f"`task` must be 'regression' or 'classification', got {task!r}")
@@ -105,8 +131,9 @@ class MetaNeighborhoodsNet(nn.Module):
         for h in head_layer_sizes:
             layers += [nn.Linear(width, h), nn.ReLU()]
             width = h
-        layers.append(nn.Linear(width, n_outputs))
+        layers.append(CosineLinear(width, n_outputs) if cosine_output else nn.Linear(width, n_outputs))
         self.head = nn.Sequential(*layers)
+        self.auxiliary = CosineLinear(embedding_dim, n_outputs) if auxiliary_head else None
         if inner_lr == "scalar":
             self.inner_lr = nn.Parameter(torch.tensor(float(inner_lr_init)))
         else:
@@ -145,8 +172,15 @@ class MetaNeighborhoodsNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Outputs (n, n_outputs): regression values, or classification logits."""
-        z = self.embedding(x)
+        return self._outputs(self.embedding(x))
+
+    def _outputs(self, z: torch.Tensor) -> torch.Tensor:
         if self.n_inner_steps == 0:
             return self.head(z)
         omega = dictionary_attention(z, self.keys, self.gamma, self.similarity)
         return self.adapted_outputs(z, omega)
+
+    def forward_with_auxiliary(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The adapted outputs and the auxiliary head's logits, from one embedding pass."""
+        z = self.embedding(x)
+        return self._outputs(z), self.auxiliary(z)
