@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from ._base import TorchClassifierBase, TorchRegressorBase
+from ._index import NeighborIndex
 from .nn import MetaNeighborhoodsNet
 
 # The dictionary and inner-loop parameters shared by both estimators.
@@ -20,8 +21,37 @@ _CONSTRAINTS = {
     "inner_lr": [StrOptions({"scalar", "diagonal"})],
     "inner_lr_init": [Interval(Real, None, None, closed="neither")],
     "first_order": ["boolean"],
+    "n_neighbors": [Interval(Integral, 1, None, closed="left"), None],
+    "index": [StrOptions({"auto", "exact", "approximate"})],
     "head_layer_sizes": ["array-like"],
 }
+
+
+class _MetaNeighborhoodsMixin:
+    """Retrieval of each row's nearest dictionary entries, shared by both estimators."""
+
+    def _check_fit_data(self, X, y, *, first_pass, incremental):
+        if self.n_neighbors is not None and self.n_neighbors > self.n_entries:
+            raise ValueError(
+                f"`n_neighbors`={self.n_neighbors} is larger than the {self.n_entries} dictionary entries; "
+                f"pass n_neighbors <= {self.n_entries} (or None for attention over all entries)"
+            )
+
+    def _outputs(self, X, with_embedding=False):
+        module = self.module_
+        z = module.embedding(X)
+        ids = None
+        if self.n_neighbors is not None and module.n_inner_steps > 0:
+            # NOTE[paper]: large dictionaries: attention over the k entries nearest the query, found
+            # without gradients (cosine order = Euclidean order of unit vectors) and re-scored with
+            # autograd. The keys move every step, so the index is rebuilt for every batch.
+            with torch.no_grad():
+                keys, q = module.keys.detach(), z.detach()
+                if self.similarity == "cosine":
+                    keys, q = F.normalize(keys, dim=1), F.normalize(q, dim=1)
+                _, ids = NeighborIndex(self.index, random_state=0).build(keys).query(q, self.n_neighbors)
+        out = module.outputs(z, ids)
+        return (out, z) if with_embedding else out
 
 
 def _net(estimator, n_features, n_outputs, **task):
@@ -41,7 +71,7 @@ def _net(estimator, n_features, n_outputs, **task):
     )
 
 
-class MetaNeighborhoodsRegressor(TorchRegressorBase):
+class MetaNeighborhoodsRegressor(_MetaNeighborhoodsMixin, TorchRegressorBase):
     """Neural network regressor tuned per query by a learned dictionary of neighbours (Meta-Neighborhoods).
 
     A dictionary of ``n_entries`` learnable pairs (k_j, v_j) lives in the input space (or in the
@@ -69,6 +99,12 @@ class MetaNeighborhoodsRegressor(TorchRegressorBase):
     first_order : bool, default=False
         Ignore second derivatives in phi through the inner step (cheaper); the dictionary and alpha
         still learn through it.
+    n_neighbors : int or None, default=None
+        Attention over the k dictionary entries nearest each query (found through the neighbour
+        index, re-scored with autograd) instead of all S: the cost of the inner step falls from S
+        to k entries per query. None: all entries, as in the paper.
+    index : {"auto", "exact", "approximate"}, default="auto"
+        Search structure for ``n_neighbors`` (rebuilt every batch, since the keys move).
     head_layer_sizes : tuple of int, default=(128, 128, 128)
         Hidden widths of f_phi (the paper: 3 dense layers of 128).
     embedding : {"identity", "mlp", "conv"} or callable, default="identity"
@@ -116,6 +152,8 @@ best_validation_score_, ewc_state_
         inner_lr="scalar",
         inner_lr_init=0.1,
         first_order=False,
+        n_neighbors=None,
+        index="auto",
         head_layer_sizes=(128, 128, 128),
         embedding="identity",
         hidden_layer_sizes=(128,),
@@ -161,9 +199,12 @@ best_validation_score_, ewc_state_
         self.inner_lr = inner_lr
         self.inner_lr_init = inner_lr_init
         self.first_order = first_order
+        self.n_neighbors = n_neighbors
+        self.index = index
         self.head_layer_sizes = head_layer_sizes
 
     def _check_fit_data(self, X, y, *, first_pass, incremental):
+        super()._check_fit_data(X, y, first_pass=first_pass, incremental=incremental)
         if first_pass:  # the values start uniform over the (standardised) training targets
             self._value_range = (float(y.min()), float(y.max()))
 
@@ -171,14 +212,14 @@ best_validation_score_, ewc_state_
         return _net(self, n_features, n_outputs, task="regression", value_range=self._value_range)
 
     def _loss(self, X, y, ids):
-        return F.mse_loss(self.module_(X), y)
+        return F.mse_loss(self._outputs(X), y)
 
     def _forward(self, X):
         # The inner step needs gradients even at prediction (torch.func.grad ignores no_grad).
-        return self.module_(X)
+        return self._outputs(X)
 
 
-class MetaNeighborhoodsClassifier(TorchClassifierBase):
+class MetaNeighborhoodsClassifier(_MetaNeighborhoodsMixin, TorchClassifierBase):
     """Neural network classifier tuned per query by a learned dictionary of neighbours (Meta-Neighborhoods).
 
     An encoder mu maps x to features z (no ReLU after its last layer, as in the paper). A dictionary
@@ -200,6 +241,14 @@ class MetaNeighborhoodsClassifier(TorchClassifierBase):
     inner_lr : {"scalar", "diagonal"}, default="scalar"
     inner_lr_init : float, default=0.1
     first_order : bool, default=False
+        Ignore second derivatives in phi through the inner step (cheaper); the dictionary and alpha
+        still learn through it.
+    n_neighbors : int or None, default=None
+        Attention over the k dictionary entries nearest each query (found through the neighbour
+        index, re-scored with autograd) instead of all S: the cost of the inner step falls from S
+        to k entries per query. None: all entries, as in the paper.
+    index : {"auto", "exact", "approximate"}, default="auto"
+        Search structure for ``n_neighbors`` (rebuilt every batch, since the keys move).
     aux_weight : float, default=1.0
         lambda of the auxiliary loss; 0 removes the auxiliary head.
     head_layer_sizes : tuple of int, default=()
@@ -253,6 +302,8 @@ best_validation_score_, ewc_state_
         inner_lr="scalar",
         inner_lr_init=0.1,
         first_order=False,
+        n_neighbors=None,
+        index="auto",
         aux_weight=1.0,
         head_layer_sizes=(),
         embedding="mlp",
@@ -299,6 +350,8 @@ best_validation_score_, ewc_state_
         self.inner_lr = inner_lr
         self.inner_lr_init = inner_lr_init
         self.first_order = first_order
+        self.n_neighbors = n_neighbors
+        self.index = index
         self.aux_weight = aux_weight
         self.head_layer_sizes = head_layer_sizes
 
@@ -313,10 +366,11 @@ best_validation_score_, ewc_state_
         )
 
     def _loss(self, X, y, ids):
-        if self.module_.auxiliary is None:
-            return F.cross_entropy(self.module_(X), y)
-        logits, auxiliary = self.module_.forward_with_auxiliary(X)
-        return F.cross_entropy(logits, y) + self.aux_weight * F.cross_entropy(auxiliary, y)
+        logits, z = self._outputs(X, with_embedding=True)
+        loss = F.cross_entropy(logits, y)
+        if self.module_.auxiliary is not None:
+            loss = loss + self.aux_weight * F.cross_entropy(self.module_.auxiliary(z), y)
+        return loss
 
     def _forward(self, X):
-        return torch.log_softmax(self.module_(X), dim=1)
+        return torch.log_softmax(self._outputs(X), dim=1)

@@ -21,6 +21,7 @@ ESTIMATORS = [
     *(MbPAClassifier(inference, **FAST_PARAMS) for inference in ("adapt", "memory", "mixture")),
     MetaNeighborhoodsRegressor(n_entries=16, head_layer_sizes=(32,), **FAST_PARAMS),
     MetaNeighborhoodsClassifier(n_entries=16, **FAST_PARAMS),
+    MetaNeighborhoodsClassifier(n_entries=16, n_neighbors=4, **FAST_PARAMS),
     MetaNeighborhoodsRegressor(
         n_entries=16, head_layer_sizes=(32,), inner_lr="diagonal", first_order=True, **FAST_PARAMS
     ),

@@ -144,3 +144,34 @@ def test_cosine_linear_is_scaled_cosine():
     with torch.no_grad():
         layer.weight.copy_(torch.tensor([[2.0, 0.0, 0.0], [0.0, 5.0, 0.0]]))
     np.testing.assert_allclose(layer(z).detach().numpy(), [[4.0, 0.0]], atol=1e-6)
+
+
+# ------------------------------------------------------------------------- large dictionaries
+@pytest.mark.parametrize("similarity", ["euclidean", "cosine"])
+def test_all_entries_as_neighbours_equals_full_attention(similarity):
+    X, y = make_regression(60, 4, random_state=0)
+    full = MetaNeighborhoodsRegressor(similarity=similarity, **FAST).fit(X, y)
+    every = MetaNeighborhoodsRegressor(similarity=similarity, n_neighbors=16, **FAST).fit(X, y)
+    np.testing.assert_allclose(every.predict(X), full.predict(X), rtol=1e-4, atol=1e-4)
+
+
+def test_neighbour_attention_uses_only_the_nearest_entries():
+    net = tiny_net()
+    z = torch.tensor([[0.8]], dtype=torch.float64)
+    ids = torch.tensor([[1, 0]])  # the two entries nearest 0.8: keys 1.0 and 0.0
+    restricted = net.outputs(z, ids)
+    # By hand, as above but over entries 1 and 0 only.
+    x, k, v, a, b, gamma, alpha = 0.8, np.array([1.0, 0.0]), np.array([0.0, 1.0]), 0.5, -0.25, 2.0, 0.3
+    omega = np.exp(-gamma * np.abs(x - k))
+    omega /= omega.sum()
+    residual = a * k + b - v
+    expected = (a - alpha * (omega * 2 * residual * k).sum()) * x + (b - alpha * (omega * 2 * residual).sum())
+    assert restricted.item() == pytest.approx(expected, rel=1e-12)
+    restricted.sum().backward()
+    assert net.keys.grad[2].abs().sum() == 0 and net.keys.grad[:2].abs().sum() > 0
+
+
+def test_too_many_neighbours_for_the_dictionary():
+    X, y = make_regression(30, 3, random_state=0)
+    with pytest.raises(ValueError, match=r"`n_neighbors`=17 is larger than the 16 dictionary entries"):
+        MetaNeighborhoodsRegressor(n_neighbors=17, **FAST).fit(X, y)

@@ -18,19 +18,24 @@ def dictionary_attention(z: torch.Tensor, keys: torch.Tensor, gamma: float, simi
     Parameters
     ----------
     z : Tensor (n, e)
-    keys : Tensor (S, e)
+    keys : Tensor (S, e), shared by all rows, or (n, k, e), each row's own (retrieved) entries
 
     Returns
     -------
-    Tensor (n, S), rows summing to 1.
+    Tensor (n, S) or (n, k), rows summing to 1.
     """
-    if similarity == "euclidean":
+    if similarity not in SIMILARITIES:
+        raise ValueError(f"`similarity` must be one of {SIMILARITIES}, got {similarity!r}")
+    if keys.ndim == 3:  # per-row entries
+        if similarity == "euclidean":
+            scores = -gamma * (z[:, None, :] - keys).square().sum(-1).clamp_min(1e-12).sqrt()
+        else:
+            scores = gamma * (F.normalize(z, dim=1)[:, None, :] * F.normalize(keys, dim=-1)).sum(-1)
+    elif similarity == "euclidean":
         sq = (z * z).sum(1, keepdim=True) + (keys * keys).sum(1)[None, :] - 2.0 * z @ keys.T
         scores = -gamma * sq.clamp_min(1e-12).sqrt()
-    elif similarity == "cosine":
-        scores = gamma * F.normalize(z, dim=1) @ F.normalize(keys, dim=1).T
     else:
-        raise ValueError(f"`similarity` must be one of {SIMILARITIES}, got {similarity!r}")
+        scores = gamma * F.normalize(z, dim=1) @ F.normalize(keys, dim=1).T
     return torch.softmax(scores, dim=1)
 
 
@@ -142,45 +147,53 @@ class MetaNeighborhoodsNet(nn.Module):
                  for n, p in self.head.named_parameters()}
             )  # fmt: skip
 
-    def _entry_loss(self, outputs: torch.Tensor) -> torch.Tensor:
-        """L(f(k_j), v_j) for every entry: (S, n_outputs) -> (S,)."""
+    def _entry_loss(self, outputs: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """L(f(k_j), v_j) for every entry: (m, n_outputs) -> (m,)."""
         if self.task == "regression":
-            return (outputs - self.values).square().sum(1)
-        return -(torch.softmax(self.values, dim=1) * torch.log_softmax(outputs, dim=1)).sum(1)
+            return (outputs - values).square().sum(1)
+        return -(torch.softmax(values, dim=1) * torch.log_softmax(outputs, dim=1)).sum(1)
 
     def _rate(self, name: str):
         if isinstance(self.inner_lr, nn.ParameterDict):
             return self.inner_lr[name.replace(".", "_")]
         return self.inner_lr
 
-    def adapted_outputs(self, z: torch.Tensor, omega: torch.Tensor) -> torch.Tensor:
-        """f_{phi_x}(z) for every row, each with its own inner steps (vectorised over rows)."""
+    def adapted_outputs(
+        self, z: torch.Tensor, omega: torch.Tensor, keys: torch.Tensor, values: torch.Tensor
+    ) -> torch.Tensor:
+        """f_{phi_x}(z) for every row, each with its own inner steps (vectorised over rows).
+
+        ``keys``/``values`` are the whole dictionary (S, .) or each row's entries (n, k, .).
+        """
         phi = dict(self.head.named_parameters())
 
-        def inner_loss(params, w):
-            return (w * self._entry_loss(functional_call(self.head, params, (self.keys,)))).sum()
+        def inner_loss(params, w, k, v):
+            return (w * self._entry_loss(functional_call(self.head, params, (k,)), v)).sum()
 
-        def one_query(z_i, w_i):
+        def one_query(z_i, w_i, k_i, v_i):
             params = phi
             for _ in range(self.n_inner_steps):
                 point = {n: p.detach() for n, p in params.items()} if self.first_order else params
-                g = grad(inner_loss)(point, w_i)
+                g = grad(inner_loss)(point, w_i, k_i, v_i)
                 params = {n: params[n] - self._rate(n) * g[n] for n in params}
             return functional_call(self.head, params, (z_i[None],))[0]
 
-        return vmap(one_query)(z, omega)
+        per_row = 0 if keys.ndim == 3 else None
+        return vmap(one_query, in_dims=(0, 0, per_row, per_row))(z, omega, keys, values)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Outputs (n, n_outputs): regression values, or classification logits."""
-        return self._outputs(self.embedding(x))
+    def outputs(self, z: torch.Tensor, neighbor_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Outputs for embeddings z; with ``neighbor_ids`` (n, k), attention only over those entries.
 
-    def _outputs(self, z: torch.Tensor) -> torch.Tensor:
+        The retrieved entries are gathered from the dictionary with autograd, so they still learn.
+        """
         if self.n_inner_steps == 0:
             return self.head(z)
-        omega = dictionary_attention(z, self.keys, self.gamma, self.similarity)
-        return self.adapted_outputs(z, omega)
+        keys, values = self.keys, self.values
+        if neighbor_ids is not None:
+            keys, values = keys[neighbor_ids], values[neighbor_ids]
+        omega = dictionary_attention(z, keys, self.gamma, self.similarity)
+        return self.adapted_outputs(z, omega, keys, values)
 
-    def forward_with_auxiliary(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The adapted outputs and the auxiliary head's logits, from one embedding pass."""
-        z = self.embedding(x)
-        return self._outputs(z), self.auxiliary(z)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Outputs (n, n_outputs) with full attention: regression values, or classification logits."""
+        return self.outputs(self.embedding(x))
