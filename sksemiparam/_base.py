@@ -165,8 +165,9 @@ class TorchEstimatorBase(BaseEstimator):
     def _after_step(self, X: torch.Tensor, y: torch.Tensor, ids: torch.Tensor) -> None:
         """Called after each optimizer step with the batch (e.g. to write it to a memory)."""
 
-    def _log_proba_for_fisher(self, X: torch.Tensor) -> torch.Tensor:
-        """Log-likelihoods whose gradients define the EWC Fisher information (default: ``_forward``)."""
+    def _fisher_outputs(self, X: torch.Tensor) -> torch.Tensor:
+        """Outputs of the model EWC protects (log-probabilities, or standardised predictions for a
+        regressor), from which ``_row_log_likelihood`` takes log p(y | x). Default: ``_forward``."""
         return self._forward(X)
 
     def _row_log_likelihood(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -598,7 +599,7 @@ class TorchClassifierBase(ClassifierMixin, TorchEstimatorBase):
         return _encode_labels(y, self.classes_)
 
     def _row_log_likelihood(self, x, y):
-        return self._log_proba_for_fisher(x)[0, y]
+        return self._fisher_outputs(x)[0, y]
 
     def _score_tensors(self, X, y):
         with torch.no_grad():
@@ -703,7 +704,7 @@ class TorchRegressorBase(RegressorMixin, TorchEstimatorBase):
 
     def _row_log_likelihood(self, x, y):
         # Gaussian with unit variance on the standardised scale, up to a constant.
-        return -0.5 * (self._log_proba_for_fisher(x)[0] - y).square().sum()
+        return -0.5 * (self._fisher_outputs(x)[0] - y).square().sum()
 
     def _score_tensors(self, X, y):
         with torch.no_grad():

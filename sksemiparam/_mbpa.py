@@ -259,7 +259,7 @@ n_iter_no_change, tol, warm_start, ewc_lambda, device, random_state, verbose
         """Index the memory's keys for prediction (exact search shares their storage)."""
         self.index_ = NeighborIndex(self.index, random_state=self._index_seed).build(self.memory_.keys)
 
-    def _log_proba_for_fisher(self, X):
+    def _fisher_outputs(self, X):
         return self.module_(X)  # EWC protects the parametric model
 
     def _to_device(self, device):
