@@ -88,6 +88,37 @@ def test_dictionary_and_rate_learn_through_the_inner_step():
     assert not torch.allclose(second.head[0].weight.grad, first.head[0].weight.grad)
 
 
+@pytest.mark.parametrize("task", ["regression", "classification"])
+@pytest.mark.parametrize("inner_lr", ["scalar", "diagonal"])
+@pytest.mark.parametrize("first_order", [False, True])
+@pytest.mark.parametrize("per_row", [False, True])
+def test_structured_one_step_equals_the_per_query_copy(task, inner_lr, first_order, per_row):
+    """The fast path (no per-query copy of the hidden layers) computes the same function and gradients."""
+    torch.manual_seed(0)
+    net = MetaNeighborhoodsNet(
+        embedding=nn.Identity(), embedding_dim=4, n_outputs=3, n_entries=9, head_layer_sizes=(7, 5),
+        task=task, similarity="euclidean" if task == "regression" else "cosine",
+        cosine_output=task == "classification", inner_lr=inner_lr, first_order=first_order,
+    ).double()  # fmt: skip
+    z = torch.randn(6, 4, dtype=torch.float64, requires_grad=True)
+    ids = torch.randint(0, 9, (6, 4)) if per_row else None
+
+    def run(path):
+        net.zero_grad()
+        z.grad = None
+        keys, values = (net.keys, net.values) if ids is None else (net.keys[ids], net.values[ids])
+        omega = dictionary_attention(z, keys, net.gamma, net.similarity)
+        out = path(z, omega, keys, values)
+        out.sin().sum().backward()
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in net.parameters()]
+        return [out.detach().clone(), z.grad.clone()] + [g.clone() for g in grads]
+
+    fast, generic = run(net.one_step_outputs), run(net.vmapped_outputs)
+    for a, b in zip(fast, generic):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-9, atol=1e-11)
+    assert net.keys.grad.abs().sum() > 0 and net.values.grad.abs().sum() > 0
+
+
 def test_diagonal_rates_match_the_output_network():
     reg = MetaNeighborhoodsRegressor(inner_lr="diagonal", **FAST).fit(*make_regression(60, 4, random_state=0))
     rates = dict(reg.module_.inner_lr.items())

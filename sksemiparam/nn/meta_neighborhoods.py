@@ -161,10 +161,85 @@ class MetaNeighborhoodsNet(nn.Module):
     def adapted_outputs(
         self, z: torch.Tensor, omega: torch.Tensor, keys: torch.Tensor, values: torch.Tensor
     ) -> torch.Tensor:
-        """f_{phi_x}(z) for every row, each with its own inner steps (vectorised over rows).
+        """f_{phi_x}(z) for every row, each with its own inner steps.
 
         ``keys``/``values`` are the whole dictionary (S, .) or each row's entries (n, k, .).
+        One step takes the structured path (:meth:`one_step_outputs`); more steps the generic
+        per-query path (:meth:`vmapped_outputs`). Both compute the same function.
         """
+        if self.n_inner_steps == 1:
+            return self.one_step_outputs(z, omega, keys, values)
+        return self.vmapped_outputs(z, omega, keys, values)
+
+    def _inner_params(self, module: nn.Module) -> dict[str, torch.Tensor]:
+        """phi where the inner gradient is evaluated: detached under ``first_order``."""
+        return {n: p.detach() if self.first_order else p for n, p in module.named_parameters()}
+
+    def one_step_outputs(
+        self, z: torch.Tensor, omega: torch.Tensor, keys: torch.Tensor, values: torch.Tensor
+    ) -> torch.Tensor:
+        """One inner step without a per-query copy of the hidden layers (the fast path).
+
+        The inner gradient is linear in omega: for a hidden ``Linear`` layer with inputs a_j and
+        pre-activation gradients delta_j on the entries, grad_W = sum_j omega_ij delta_j a_j^T, so
+        (W - alpha grad_W) h_i = W h_i - alpha sum_j omega_ij delta_j (a_j . h_i): two matrix
+        products of n x S x width instead of n copies of W (a diagonal alpha needs the per-query
+        gradient, formed by one einsum). The last layer (any module, e.g. ``CosineLinear``) is
+        small: its per-entry gradients are formed with ``torch.func`` and mixed by omega.
+        """
+        layers = list(self.head)
+        hidden, final = layers[:-1:2], layers[-1]
+        per_row = keys.ndim == 3
+        n, m = omega.shape
+        flat_keys, flat_values = keys.reshape(-1, keys.shape[-1]), values.reshape(-1, values.shape[-1])
+        create_graph = torch.is_grad_enabled()
+        with torch.enable_grad():
+            # The entries through the hidden layers, at phi (detached under first_order).
+            a = flat_keys if flat_keys.requires_grad else flat_keys.detach().requires_grad_()
+            inputs, pres = [], []
+            for layer in hidden:
+                w = self._inner_params(layer)
+                inputs.append(a)
+                pres.append(F.linear(a, w["weight"], w["bias"]))
+                a = torch.relu(pres[-1])
+            final_phi = self._inner_params(final)
+
+            def entry_loss(params, a_j, v_j):
+                return self._entry_loss(functional_call(final, params, (a_j[None],)), v_j[None])[0]
+
+            final_grads = vmap(grad(entry_loss), in_dims=(None, 0, 0))(final_phi, a, flat_values)
+            deltas = []
+            if hidden:
+                total = self._entry_loss(functional_call(final, final_phi, (a,)), flat_values).sum()
+                deltas = torch.autograd.grad(total, pres, create_graph=create_graph)
+
+        def rows(t):  # entries as (m, .) shared by all rows, or (n, m, .) per row
+            return t.reshape(n, m, -1) if per_row else t
+
+        mix = "nm,nm...->n..." if per_row else "nm,m...->n..."
+        h = z
+        for index, layer, a_in, delta in zip(range(0, len(layers), 2), hidden, inputs, deltas):
+            a_in, delta = rows(a_in), rows(delta)
+            rate_w, rate_b = self._rate(f"{index}.weight"), self._rate(f"{index}.bias")
+            grad_b = torch.einsum(mix, omega, delta)
+            if isinstance(self.inner_lr, nn.ParameterDict):  # per-query gradient of W, then W_i h_i
+                per_query = "nm,nmo,nmi->noi" if per_row else "nm,mo,mi->noi"
+                grad_w = torch.einsum(per_query, omega, delta, a_in)
+                pre = torch.einsum("noi,ni->no", layer.weight - rate_w * grad_w, h)
+            else:  # W h_i - alpha sum_j omega_ij delta_j (a_j . h_i)
+                dots = torch.einsum("ni,nmi->nm", h, a_in) if per_row else h @ a_in.T
+                pre = h @ layer.weight.T - rate_w * torch.einsum(mix, omega * dots, delta)
+            h = torch.relu(pre + layer.bias - rate_b * grad_b)
+        params = {}
+        for name, p in final.named_parameters():
+            g = final_grads[name].reshape(n, m, *p.shape) if per_row else final_grads[name]
+            params[name] = p - self._rate(f"{len(layers) - 1}.{name}") * torch.einsum(mix, omega, g)
+        return vmap(lambda p, h_i: functional_call(final, p, (h_i[None],))[0])(params, h)
+
+    def vmapped_outputs(
+        self, z: torch.Tensor, omega: torch.Tensor, keys: torch.Tensor, values: torch.Tensor
+    ) -> torch.Tensor:
+        """f_{phi_x}(z) with a functional copy of phi per query (any number of steps, vmapped)."""
         phi = dict(self.head.named_parameters())
 
         def inner_loss(params, w, k, v):
