@@ -2,6 +2,7 @@
 
 from ._mbpa import MbPAClassifier
 from ._meta_neighborhoods import MetaNeighborhoodsClassifier, MetaNeighborhoodsRegressor
+from ._nngk import NNGKClassifier
 from ._semiparametric import SemiparametricClassifier
 
 __version__ = "0.1.0.dev0"
@@ -10,6 +11,7 @@ __all__ = [
     "MbPAClassifier",
     "MetaNeighborhoodsClassifier",
     "MetaNeighborhoodsRegressor",
+    "NNGKClassifier",
     "SemiparametricClassifier",
     "__version__",
 ]

@@ -6,7 +6,8 @@ An estimator subclasses ``TorchClassifierBase`` (or a future regressor base) and
 - ``_loss(X, y, ids) -> Tensor``: the training loss of one batch (``ids`` index the rows of the data
   passed to this ``fit``/``partial_fit`` call, for estimators that must exclude a row's own memory entry);
 - ``_forward(X) -> Tensor``: the prediction of one batch in eval mode; for classifiers, log-probabilities;
-- optionally ``_check_fit_data``, ``_before_validation``, ``_on_train_end`` and ``_to_device``.
+- optionally ``_check_fit_data``, ``_before_epoch``, ``_before_validation``, ``_on_train_end`` and
+  ``_to_device``.
 
 The base owns validation, label encoding, seeding, device, batching, the epoch loop, early stopping,
 progress and persistence.
@@ -177,6 +178,13 @@ class TorchEstimatorBase(BaseEstimator):
     def _check_fit_data(self, X: np.ndarray, y: np.ndarray, *, first_pass: bool, incremental: bool):
         """Data-dependent parameter checks, before any state changes. Raise ValueError."""
 
+    # Parameters EWC leaves alone (e.g. per-memory-entry ones, which grow with the memory).
+    _ewc_exclude: tuple[str, ...] = ()
+
+    def _before_epoch(self, X: torch.Tensor, y: torch.Tensor, epoch: int) -> None:
+        """Called at the start of every epoch with this call's training rows; ``epoch`` counts from
+        0 within the call (a ``partial_fit`` is one epoch). E.g. to refresh stored embeddings."""
+
     def _before_validation(self, X: torch.Tensor, y: torch.Tensor) -> None:
         """Make the model ready to predict, given the training split (e.g. refresh a memory)."""
 
@@ -332,8 +340,9 @@ class TorchEstimatorBase(BaseEstimator):
             progress = tqdm(total=epochs, desc=type(self).__name__, unit="epoch", leave=False)
         converged = False
         try:
-            for _ in range(epochs):
+            for epoch in range(epochs):
                 self.module_.train()
+                self._before_epoch(X_train, y_train, epoch)
                 order = torch.randperm(n, generator=self._generator)
                 total = 0.0
                 for start in range(0, n, batch_size):
@@ -443,7 +452,9 @@ class TorchEstimatorBase(BaseEstimator):
         rows = torch.randperm(X.shape[0], generator=self._generator)[:max_samples]
         X_t = torch.from_numpy(np.require(X, dtype=np.float32, requirements=["C", "W"]))[rows]
         y_t = torch.from_numpy(y_enc)[rows]
-        params = {n: p for n, p in self.module_.named_parameters() if p.requires_grad}
+        params = {
+            n: p for n, p in self.module_.named_parameters() if p.requires_grad and n not in self._ewc_exclude
+        }
         fisher = {n: torch.zeros_like(p) for n, p in params.items()}
         self.module_.eval()
         # Per-row gradients, one row at a time: the log-likelihood of a row must not depend on the

@@ -12,7 +12,7 @@ from sklearn.base import clone
 from sklearn.datasets import load_iris, make_blobs
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
 
-from sksemiparam import MbPAClassifier, MetaNeighborhoodsClassifier, SemiparametricClassifier
+from sksemiparam import MbPAClassifier, MetaNeighborhoodsClassifier, NNGKClassifier, SemiparametricClassifier
 from sksemiparam._base import resolve_device
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
@@ -25,8 +25,9 @@ ESTIMATORS = [
     ),
     MbPAClassifier(max_epochs=5, random_state=0, device="cpu"),
     MetaNeighborhoodsClassifier(n_entries=16, max_epochs=5, random_state=0, device="cpu"),
+    NNGKClassifier(n_neighbors=8, max_epochs=5, random_state=0, device="cpu"),
 ]
-IDS = ["semiparametric", "parametric", "nonparametric", "mbpa", "meta-neighborhoods"]
+IDS = ["semiparametric", "parametric", "nonparametric", "mbpa", "meta-neighborhoods", "nngk"]
 
 
 @pytest.fixture(scope="module")

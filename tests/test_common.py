@@ -7,6 +7,7 @@ from sksemiparam import (
     MbPAClassifier,
     MetaNeighborhoodsClassifier,
     MetaNeighborhoodsRegressor,
+    NNGKClassifier,
     SemiparametricClassifier,
 )
 
@@ -25,6 +26,8 @@ ESTIMATORS = [
     MetaNeighborhoodsRegressor(
         n_entries=16, head_layer_sizes=(32,), inner_lr="diagonal", first_order=True, **FAST_PARAMS
     ),
+    NNGKClassifier(n_neighbors=8, **FAST_PARAMS),
+    NNGKClassifier(n_neighbors=None, learn_sigma=True, refresh_every=3, **FAST_PARAMS),
 ]
 
 

@@ -11,6 +11,7 @@ from .kernels import (
 from .mbpa import MbPANet, adapt_and_predict, memory_kernel_weights, memory_vote
 from .memory import EpisodicMemory
 from .meta_neighborhoods import CosineLinear, MetaNeighborhoodsNet, dictionary_attention
+from .nngk import NNGKNet, gaussian_kernel_log_weights, kernel_vote_log_proba
 from .semiparametric import SemiparametricNet
 
 __all__ = [
@@ -20,12 +21,15 @@ __all__ = [
     "MLPEmbedding",
     "MbPANet",
     "MetaNeighborhoodsNet",
+    "NNGKNet",
     "ScratchPool",
     "SemiparametricNet",
     "adapt_and_predict",
     "dictionary_attention",
+    "gaussian_kernel_log_weights",
     "in_batch_class_estimate",
     "inverse_distance_log_weights",
+    "kernel_vote_log_proba",
     "make_embedding",
     "memory_kernel_weights",
     "memory_vote",

@@ -1,0 +1,142 @@
+"""Nearest-neighbour Gaussian kernels (Meyer, Harwood & Drummond): a kernel vote over stored centres."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .kernels import pairwise_sq_distances
+
+# A class no neighbour votes for keeps this share of the probability mass relative to the vote
+# total (the vote is mixed with a uniform floor), so log-probabilities stay finite.
+VOTE_FLOOR = 1e-6
+
+
+def gaussian_kernel_log_weights(
+    sq_dist: torch.Tensor, sigma: torch.Tensor | float, log_importance: torch.Tensor | None = None
+) -> torch.Tensor:
+    """log(w_i k(z, c_i)) with k(z, c) = exp(-||z - c||^2 / (2 sigma^2)) (eq. 5), unnormalised.
+
+    Parameters
+    ----------
+    sq_dist : Tensor (n, k)
+        Squared distances from each query to its neighbours; ``inf`` masks a neighbour out.
+    sigma : float or 0-d Tensor
+        Kernel width.
+    log_importance : Tensor (n, k), optional
+        log w_i of each neighbour; None: all w_i = 1.
+    """
+    scores = -sq_dist / (2.0 * torch.as_tensor(sigma, dtype=sq_dist.dtype, device=sq_dist.device) ** 2)
+    return scores if log_importance is None else scores + log_importance
+
+
+def kernel_vote_log_proba(
+    log_weights: torch.Tensor, neighbor_labels: torch.Tensor, n_classes: int, floor: float = VOTE_FLOOR
+) -> torch.Tensor:
+    """Log of eq. (7): p_c = sum_{i: y_i = c} w_i k_i / sum_i w_i k_i, over each query's neighbours.
+
+    The weights are shifted by each row's maximum before exponentiating, so kernels that would
+    underflow in float32 still vote. The vote is mixed with a uniform floor,
+    p_c = (vote_c + floor) / (1 + n_classes floor), which keeps a class no neighbour votes for at a
+    finite log-probability (and a finite gradient).
+
+    Parameters
+    ----------
+    log_weights : Tensor (n, k)
+        log(w_i k(z, c_i)), ``-inf`` for masked neighbours.
+    neighbor_labels : LongTensor (n, k), or (k,) when every query has the same neighbours
+    n_classes : int
+
+    Returns
+    -------
+    Tensor (n, n_classes) of log-probabilities (rows sum to 1 in probability).
+    """
+    top = log_weights.max(dim=1, keepdim=True).values.detach()
+    top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))  # a row with every neighbour masked
+    w = torch.exp(log_weights - top)
+    one_hot = torch.nn.functional.one_hot(neighbor_labels, n_classes).to(w.dtype)
+    votes = w @ one_hot if neighbor_labels.ndim == 1 else torch.einsum("nk,nkc->nc", w, one_hot)
+    total = w.sum(1, keepdim=True)
+    share = votes / total.clamp_min(torch.finfo(w.dtype).tiny)
+    share = torch.where(total > 0, share, torch.full_like(share, 1.0 / n_classes))  # nobody votes: uniform
+    return torch.log(share + floor) - math.log1p(n_classes * floor)
+
+
+class NNGKNet(nn.Module):
+    """Embedding f_theta, kernel width sigma and per-centre log-importance log w_i.
+
+    The centres themselves are not parameters: they are f_theta(x_i) of the stored training rows,
+    recomputed by the estimator at every refresh and held in its neighbour index.
+
+    Parameters
+    ----------
+    embedding : nn.Module
+    n_classes : int
+    sigma : float
+        Initial kernel width.
+    learn_sigma : bool
+        Train log sigma with the rest.
+    learn_importance : bool
+        Train the per-centre log-importance (else every w_i = 1).
+    """
+
+    def __init__(
+        self,
+        *,
+        embedding: nn.Module,
+        n_classes: int,
+        sigma: float = 1.0,
+        learn_sigma: bool = False,
+        learn_importance: bool = True,
+    ) -> None:
+        super().__init__()
+        self.embedding = embedding
+        self.n_classes = n_classes
+        log_sigma = torch.tensor(math.log(sigma))
+        if learn_sigma:
+            self.log_sigma = nn.Parameter(log_sigma)
+        else:
+            self.register_buffer("log_sigma", log_sigma)
+        self.learn_importance = learn_importance
+        # One entry per stored centre; grown by the estimator as centres are added.
+        self.log_importance = nn.Parameter(torch.zeros(0), requires_grad=learn_importance)
+
+    @property
+    def sigma(self) -> torch.Tensor:
+        return self.log_sigma.exp()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The query embeddings z = f_theta(x)."""
+        return self.embedding(x)
+
+    def log_proba(
+        self,
+        z: torch.Tensor,
+        centers: torch.Tensor,
+        center_ids: torch.Tensor,
+        labels: torch.Tensor,
+        exclude: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Eq. (7) for queries z (n, e).
+
+        Either each query's own neighbours, ``centers`` (n, k, e) with ``center_ids``/``labels``
+        (n, k) and -1 in ``center_ids`` marking an empty slot; or the same centres for every query,
+        ``centers`` (N, e) with ``center_ids``/``labels`` (N,), where ``exclude`` (n,) names a
+        centre each query must not use (its own, or -1). Gradients reach z, sigma and the
+        importances, not the centres (constants between refreshes, as in the paper).
+        """
+        centers = centers.detach()
+        if centers.ndim == 2:
+            sq = pairwise_sq_distances(z, centers)
+            masked = torch.zeros_like(sq, dtype=torch.bool)
+            if exclude is not None:
+                masked = center_ids[None, :] == exclude[:, None]
+            log_importance = self.log_importance[center_ids][None, :]
+        else:
+            sq = (z[:, None, :] - centers).square().sum(-1)
+            masked = center_ids < 0
+            log_importance = self.log_importance[center_ids.clamp_min(0)]
+        log_w = gaussian_kernel_log_weights(sq, self.sigma, log_importance)
+        return kernel_vote_log_proba(log_w.masked_fill(masked, float("-inf")), labels, self.n_classes)

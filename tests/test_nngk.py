@@ -1,0 +1,192 @@
+"""NNGKClassifier: eq. (7) by hand, self-exclusion, refreshes, partial_fit, explain, the index backends."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+
+from sksemiparam import NNGKClassifier
+from sksemiparam._index import NeighborIndex
+from sksemiparam.nn import NNGKNet, kernel_vote_log_proba
+from sksemiparam.nn.nngk import VOTE_FLOOR
+
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
+FAST = {"max_epochs": 5, "random_state": 0, "device": "cpu"}
+
+
+def test_eq7_on_a_hand_computed_example():
+    net = NNGKNet(embedding=torch.nn.Identity(), n_classes=3, sigma=0.5).double()
+    with torch.no_grad():
+        net.log_sigma.fill_(math.log(0.5))  # exactly, not log(0.5) rounded to float32 and widened
+    net.log_importance = torch.nn.Parameter(
+        torch.log(torch.tensor([1.0, 2.0, 0.5, 1.0], dtype=torch.float64))
+    )
+    z = torch.tensor([[0.0, 0.0]], dtype=torch.float64)
+    centers = torch.tensor([[1.0, 0.0], [0.0, 0.5], [1.0, 1.0], [3.0, 0.0]], dtype=torch.float64)
+    labels = torch.tensor([0, 1, 1, 2])
+    ids = torch.arange(4)
+    # By hand: k_i = exp(-d_i^2 / (2 sigma^2)) = exp(-2 d_i^2), d^2 = 1, 0.25, 2, 9; w = 1, 2, 0.5, 1.
+    vote = np.array([1 * math.exp(-2), 2 * math.exp(-0.5), 0.5 * math.exp(-4), 1 * math.exp(-18)])
+    p = np.array([vote[0], vote[1] + vote[2], vote[3]]) / vote.sum()
+    expected = np.log((p + VOTE_FLOOR) / (1 + 3 * VOTE_FLOOR))
+    shared = net.log_proba(z, centers, ids, labels)  # the same centres for every query
+    per_row = net.log_proba(z, centers[None], ids[None], labels[None])  # each query's own neighbours
+    np.testing.assert_allclose(shared.detach().numpy()[0], expected, rtol=1e-12)
+    np.testing.assert_allclose(per_row.detach().numpy()[0], expected, rtol=1e-12)
+    # Excluding a centre (as a training row excludes its own) drops it from the vote.
+    without = net.log_proba(z, centers, ids, labels, exclude=torch.tensor([1])).exp().detach().numpy()[0]
+    q = np.array([vote[0], vote[2], vote[3]]) / (vote.sum() - vote[1])
+    np.testing.assert_allclose(without, (q + VOTE_FLOOR) / (1 + 3 * VOTE_FLOOR), rtol=1e-10)
+
+
+def test_vote_is_finite_when_no_neighbour_has_the_class_and_underflow_safe():
+    log_w = torch.tensor([[-1e4, -1e4 - 1.0]], requires_grad=True)  # exp underflows in float32
+    log_p = kernel_vote_log_proba(log_w, torch.tensor([[0, 0]]), 3)
+    assert torch.isfinite(log_p).all()
+    np.testing.assert_allclose(log_p.exp().sum().item(), 1.0, rtol=1e-6)
+    assert log_p[0, 0] > math.log(0.99)
+    log_p[0, 1].backward()
+    assert torch.isfinite(log_w.grad).all()
+    # Every neighbour masked: uniform.
+    masked = kernel_vote_log_proba(torch.full((1, 2), float("-inf")), torch.tensor([[0, 1]]), 4)
+    np.testing.assert_allclose(masked.exp().numpy(), 0.25, rtol=1e-6)
+
+
+def test_gradients_reach_the_query_sigma_and_importance_not_the_centres():
+    net = NNGKNet(embedding=torch.nn.Identity(), n_classes=2, sigma=1.0, learn_sigma=True)
+    net.log_importance = torch.nn.Parameter(torch.zeros(3))
+    z = torch.tensor([[0.2, 0.1]], requires_grad=True)
+    centers = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]], requires_grad=True)
+    loss = -net.log_proba(z, centers, torch.arange(3), torch.tensor([0, 1, 1]))[0, 0]
+    loss.backward()
+    assert z.grad.abs().sum() > 0 and net.log_sigma.grad.abs() > 0 and net.log_importance.grad.abs().sum() > 0
+    assert centers.grad is None
+
+
+def _spy_queries(monkeypatch):
+    calls = []
+    original = NeighborIndex.query
+
+    def spy(self, queries, k, *, exclude=None):
+        dist, ids = original(self, queries, k, exclude=exclude)
+        calls.append((ids.clone(), None if exclude is None else exclude.clone()))
+        return dist, ids
+
+    monkeypatch.setattr(NeighborIndex, "query", spy)
+    return calls
+
+
+def test_a_training_row_never_retrieves_its_own_centre(digits, monkeypatch):
+    X_train, _, y_train, _ = digits
+    calls = _spy_queries(monkeypatch)
+    NNGKClassifier(n_neighbors=4, **{**FAST, "max_epochs": 2}).fit(X_train[:300], y_train[:300])
+    training = [(ids, exclude) for ids, exclude in calls if exclude is not None]
+    assert len(training) == 2 * math.ceil(300 / 100)  # every training batch excluded its rows
+    for ids, exclude in training:
+        assert (exclude >= 0).all() and not (ids == exclude[:, None]).any()
+    # The rows are distinct, so without exclusion the nearest centre of a training row is itself.
+    clf = NNGKClassifier(n_neighbors=4, **FAST).fit(X_train[:300], y_train[:300])
+    np.testing.assert_array_equal(clf.explain(X_train[:50], n_neighbors=1).indices[:, 0], np.arange(50))
+
+
+def test_centres_are_refreshed_every_refresh_every_epochs(digits, monkeypatch):
+    X_train, _, y_train, _ = digits
+    refreshes = []
+    original = NNGKClassifier._refresh
+
+    def counting(self):
+        original(self)
+        refreshes.append(self.index_.keys.clone())
+
+    monkeypatch.setattr(NNGKClassifier, "_refresh", counting)
+    NNGKClassifier(refresh_every=2, **{**FAST, "max_epochs": 6}).fit(X_train[:200], y_train[:200])
+    assert len(refreshes) == 1 + 2 + 1  # at the start, before epochs 3 and 5, and at the end
+    assert not torch.allclose(refreshes[0], refreshes[1])  # the network moved the centres
+    refreshes.clear()
+    clf = NNGKClassifier(refresh_every=100, **{**FAST, "max_epochs": 3}).fit(X_train[:200], y_train[:200])
+    assert len(refreshes) == 2  # never during training
+    with torch.no_grad():  # the final centres are the final network's embeddings
+        np.testing.assert_allclose(
+            clf.index_.keys.numpy(), clf.module_(clf.centers_X_).numpy(), rtol=1e-5, atol=1e-6
+        )
+
+
+def test_partial_fit_adds_the_new_examples_as_centres(digits):
+    X_train, X_test, y_train, y_test = digits
+    clf = NNGKClassifier(n_neighbors=8, **FAST)
+    clf.partial_fit(X_train[:100], y_train[:100], classes=np.arange(10))
+    assert clf.centers_X_.shape[0] == len(clf.index_) == clf.module_.log_importance.shape[0] == 100
+    before = clf.module_.log_importance.detach().clone()
+    clf.partial_fit(X_train[100:250], y_train[100:250])
+    assert clf.centers_X_.shape[0] == len(clf.index_) == clf.module_.log_importance.shape[0] == 250
+    np.testing.assert_array_equal(clf.centers_X_[100:].numpy(), X_train[100:250])
+    assert not torch.equal(clf.module_.log_importance.detach()[:100], before)  # trained, then kept
+    # AdamW's state grew with the importance it belongs to.
+    state = clf._get_optimizer().state[clf.module_.log_importance]
+    assert state["exp_avg"].shape == (250,)
+    for _ in range(5):
+        clf.partial_fit(X_train[250:600], y_train[250:600])
+    assert clf.score(X_test, y_test) > 0.8
+
+
+def test_explain_names_the_deciding_training_examples():
+    rng = np.random.default_rng(0)
+    X = np.vstack([rng.normal(-3, 0.3, (20, 2)), rng.normal(3, 0.3, (20, 2))]).astype(np.float32)
+    y = np.array(["left"] * 20 + ["right"] * 20)
+    clf = NNGKClassifier(n_neighbors=5, embedding="identity", **FAST).fit(X, y)
+    e = clf.explain(np.array([[-3.0, 0.0], [3.0, 0.0]]))
+    assert e.indices.shape == e.labels.shape == e.weights.shape == e.distances.shape == (2, 5)
+    assert (e.indices[0] < 20).all() and (e.indices[1] >= 20).all()
+    assert (e.labels[0] == "left").all() and (e.labels[1] == "right").all()
+    np.testing.assert_allclose(e.weights.sum(1), 1.0)
+    assert (np.diff(e.distances, axis=1) >= 0).all()
+    # The weights are eq. (7)'s terms: the prediction is their label-wise sum.
+    proba = clf.predict_proba(np.array([[-3.0, 0.0]]))
+    assert proba[0, 0] > 0.99
+    with pytest.raises(ValueError, match=r"`n_neighbors` must be an int in \[1, 40\]"):
+        clf.explain(X[:1], n_neighbors=41)
+
+
+def test_all_centres_dense_mode_equals_k_equal_to_all(digits):
+    X_train, X_test, y_train, _ = digits
+    dense = NNGKClassifier(n_neighbors=None, **FAST).fit(X_train[:150], y_train[:150])
+    every = NNGKClassifier(n_neighbors=150, **FAST).fit(X_train[:150], y_train[:150])
+    np.testing.assert_allclose(dense.predict_proba(X_test), every.predict_proba(X_test), rtol=1e-4, atol=1e-6)
+
+
+def test_too_many_neighbours_for_the_stored_examples(digits):
+    X_train, _, y_train, _ = digits
+    with pytest.raises(ValueError, match=r"`n_neighbors`=60 is larger than the 50 training samples"):
+        NNGKClassifier(n_neighbors=60, **FAST).fit(X_train[:50], y_train[:50])
+    clf = NNGKClassifier(n_neighbors=60, **FAST)
+    clf.partial_fit(X_train[:80], y_train[:80], classes=np.arange(10))
+    before = clf.predict_proba(X_train[:5])
+    clf.set_params(n_neighbors=200)
+    with pytest.raises(ValueError, match=r"`n_neighbors`=200 is larger than the 100 training samples"):
+        clf.partial_fit(X_train[80:100], y_train[80:100])
+    clf.set_params(n_neighbors=60)
+    np.testing.assert_array_equal(clf.predict_proba(X_train[:5]), before)  # left as it was
+    assert clf.centers_X_.shape[0] == 80
+
+
+def test_ewc_skips_the_per_centre_importance(digits):
+    X_train, _, y_train, _ = digits
+    clf = NNGKClassifier(ewc_lambda=10.0, **FAST)
+    clf.partial_fit(X_train[:100], y_train[:100], classes=np.arange(10))
+    clf.end_task(X_train[:100], y_train[:100], max_samples=20)
+    assert "log_importance" not in clf.ewc_state_[0][0]
+    clf.partial_fit(X_train[100:200], y_train[100:200])  # the importance grew; EWC still applies
+    assert clf.centers_X_.shape[0] == 200
+
+
+@pytest.mark.approximate
+def test_approximate_index_agrees_with_exact(digits):
+    X_train, X_test, y_train, _ = digits
+    exact = NNGKClassifier(index="exact", **FAST).fit(X_train, y_train)
+    approximate = clone(exact).set_params(index="approximate").fit(X_train, y_train)
+    assert approximate.index_.backend_ == "approximate"
+    agreement = np.mean(exact.predict(X_test) == approximate.predict(X_test))
+    assert agreement > 0.95
