@@ -44,8 +44,11 @@ class NNGKClassifier(TorchClassifierBase):
     n_neighbors : int or None, default=32
         k, the centres that vote for each query. None: all centres (a dense soft nearest-neighbour
         rule, as in ModernNCA), whose cost grows with the number of centres.
-    sigma : float, default=1.0
-        Kernel width (initial value when ``learn_sigma``).
+    sigma : float or "scale", default="scale"
+        Kernel width (initial value when ``learn_sigma``). ``"scale"``: the median distance from a
+        centre to its nearest other centre, measured once when the first centres are computed (the
+        untrained network's scale varies by orders of magnitude between architectures; compare
+        ``gamma="scale"`` of ``sklearn.svm.SVC``). The value in use is ``module_.sigma``.
     learn_sigma : bool, default=False
         Train sigma (in log space) with the network.
     learn_importance : bool, default=True
@@ -102,7 +105,7 @@ best_validation_score_, ewc_state_
     _parameter_constraints: dict = {
         **TorchClassifierBase._parameter_constraints,
         "n_neighbors": [Interval(Integral, 1, None, closed="left"), None],
-        "sigma": [Interval(Real, 0, None, closed="neither")],
+        "sigma": [Interval(Real, 0, None, closed="neither"), StrOptions({"scale"})],
         "learn_sigma": ["boolean"],
         "learn_importance": ["boolean"],
         "refresh_every": [Interval(Integral, 1, None, closed="left")],
@@ -117,7 +120,7 @@ best_validation_score_, ewc_state_
         self,
         *,
         n_neighbors=32,
-        sigma=1.0,
+        sigma="scale",
         learn_sigma=False,
         learn_importance=True,
         refresh_every=1,
@@ -183,10 +186,11 @@ best_validation_score_, ewc_state_
         self.index_ = None
         self._call_offset = 0
         self._epochs_since_refresh = 0
+        self._sigma_pending = self.sigma == "scale"
         return NNGKNet(
             embedding=self._make_embedding(n_features),
             n_classes=n_outputs,
-            sigma=self.sigma,
+            sigma=1.0 if self.sigma == "scale" else self.sigma,
             learn_sigma=self.learn_sigma,
             learn_importance=self.learn_importance,
         )
@@ -212,6 +216,20 @@ best_validation_score_, ewc_state_
             self.centers_y_ = y.to(self.device_)
             self._grow_importance(X.shape[0] - self.module_.log_importance.shape[0])
             self._refresh()
+        if self._sigma_pending:
+            self._set_sigma_from_scale()
+
+    def _set_sigma_from_scale(self):
+        """sigma = the median distance from a centre to its nearest other centre (<= 1000 sampled)."""
+        n = len(self.index_)
+        if n < 2:
+            return  # keep 1.0 until there are two centres
+        rows = torch.randperm(n, generator=self._generator)[:1000].to(self.index_.keys.device)
+        sq, _ = self.index_.query(self.index_.keys[rows], 1, exclude=rows)
+        median = float(sq[:, 0].median().clamp_min(1e-12).sqrt())
+        with torch.no_grad():
+            self.module_.log_sigma.fill_(np.log(median))
+        self._sigma_pending = False
 
     def _grow_importance(self, n_new):
         """Resize the per-centre log-importance to the centres, keeping AdamW's state in step."""

@@ -82,7 +82,7 @@ def _spy_queries(monkeypatch):
 def test_a_training_row_never_retrieves_its_own_centre(digits, monkeypatch):
     X_train, _, y_train, _ = digits
     calls = _spy_queries(monkeypatch)
-    NNGKClassifier(n_neighbors=4, **{**FAST, "max_epochs": 2}).fit(X_train[:300], y_train[:300])
+    NNGKClassifier(n_neighbors=4, sigma=1.0, **{**FAST, "max_epochs": 2}).fit(X_train[:300], y_train[:300])
     training = [(ids, exclude) for ids, exclude in calls if exclude is not None]
     assert len(training) == 2 * math.ceil(300 / 100)  # every training batch excluded its rows
     for ids, exclude in training:
@@ -190,3 +190,16 @@ def test_approximate_index_agrees_with_exact(digits):
     assert approximate.index_.backend_ == "approximate"
     agreement = np.mean(exact.predict(X_test) == approximate.predict(X_test))
     assert agreement > 0.95
+
+
+def test_sigma_scale_is_the_median_nearest_centre_distance():
+    from sklearn.neighbors import NearestNeighbors
+
+    X = np.random.default_rng(0).normal(size=(301, 4)).astype(np.float32) * 50  # odd: one median
+    y = np.arange(301) % 3
+    # identity embedding: the centres are the rows themselves
+    clf = NNGKClassifier(embedding="identity", **{**FAST, "max_epochs": 1}).fit(X, y)
+    dist, _ = NearestNeighbors(n_neighbors=2).fit(X).kneighbors(X)
+    assert clf.module_.sigma.item() == pytest.approx(np.median(dist[:, 1]), rel=1e-4)
+    fixed = NNGKClassifier(sigma=2.5, embedding="identity", **{**FAST, "max_epochs": 1}).fit(X, y)
+    assert fixed.module_.sigma.item() == pytest.approx(2.5)
