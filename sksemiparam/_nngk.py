@@ -111,6 +111,8 @@ best_validation_score_, ewc_state_
         "refresh_every": [Interval(Integral, 1, None, closed="left")],
         "index": [StrOptions({"auto", "exact", "approximate"})],
     }
+    # NOTE[paper]: no ReLU after the embedding's last layer: the centres live in an unconstrained
+    # metric space (the paper uses VGG/ResNet features; the activation is not specified).
     _embedding_final_activation = False
     # One importance per centre: grows with partial_fit, and is the memory itself rather than a
     # weight earlier tasks depend on.

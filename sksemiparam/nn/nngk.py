@@ -9,8 +9,9 @@ from torch import nn
 
 from .kernels import pairwise_sq_distances
 
-# A class no neighbour votes for keeps this share of the probability mass relative to the vote
-# total (the vote is mixed with a uniform floor), so log-probabilities stay finite.
+# NOTE[paper]: eq. (7) gives 0 to a class no neighbour votes for; here such a class keeps this
+# share of the probability mass relative to the vote total (the vote is mixed with a uniform
+# floor), so log-probabilities and the loss's gradient stay finite.
 VOTE_FLOOR = 1e-6
 
 
