@@ -11,17 +11,17 @@ from .kernels import (
 from .mbpa import MbPANet, adapt_and_predict, memory_kernel_weights, memory_vote
 from .memory import EpisodicMemory
 from .meta_neighborhoods import CosineLinear, MetaNeighborhoodsNet, dictionary_attention
-from .nngk import NNGKNet, gaussian_kernel_log_weights, kernel_vote_log_proba
+from .nngk import KernelVoteNet, gaussian_kernel_log_weights, kernel_vote_log_proba
 from .semiparametric import SemiparametricNet
 
 __all__ = [
     "ConvEmbedding",
     "CosineLinear",
     "EpisodicMemory",
+    "KernelVoteNet",
     "MLPEmbedding",
     "MbPANet",
     "MetaNeighborhoodsNet",
-    "NNGKNet",
     "ScratchPool",
     "SemiparametricNet",
     "adapt_and_predict",

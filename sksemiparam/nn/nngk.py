@@ -47,7 +47,9 @@ def kernel_vote_log_proba(
     ----------
     log_weights : Tensor (n, k)
         log(w_i k(z, c_i)), ``-inf`` for masked neighbours.
-    neighbor_labels : LongTensor (n, k), or (k,) when every query has the same neighbours
+    neighbor_labels : LongTensor (n, k), or (k,) when every query has the same neighbours; or soft
+        targets, float (n, k, n_classes) or (k, n_classes), each row a class distribution (the
+        Impostor Network's redistributed labels)
     n_classes : int
 
     Returns
@@ -57,19 +59,24 @@ def kernel_vote_log_proba(
     top = log_weights.max(dim=1, keepdim=True).values.detach()
     top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))  # a row with every neighbour masked
     w = torch.exp(log_weights - top)
-    one_hot = torch.nn.functional.one_hot(neighbor_labels, n_classes).to(w.dtype)
-    votes = w @ one_hot if neighbor_labels.ndim == 1 else torch.einsum("nk,nkc->nc", w, one_hot)
+    if neighbor_labels.is_floating_point():
+        targets = neighbor_labels.to(w.dtype)
+    else:
+        targets = torch.nn.functional.one_hot(neighbor_labels, n_classes).to(w.dtype)
+    votes = w @ targets if targets.ndim == 2 else torch.einsum("nk,nkc->nc", w, targets)
     total = w.sum(1, keepdim=True)
     share = votes / total.clamp_min(torch.finfo(w.dtype).tiny)
     share = torch.where(total > 0, share, torch.full_like(share, 1.0 / n_classes))  # nobody votes: uniform
     return torch.log(share + floor) - math.log1p(n_classes * floor)
 
 
-class NNGKNet(nn.Module):
-    """Embedding f_theta, kernel width sigma and per-centre log-importance log w_i.
+class KernelVoteNet(nn.Module):
+    """Embedding f_theta, kernel width sigma, per-centre log-importance and (optionally) centres.
 
-    The centres themselves are not parameters: they are f_theta(x_i) of the stored training rows,
-    recomputed by the estimator at every refresh and held in its neighbour index.
+    Shared by NNGK and the Impostor Network. NNGK's centres are not parameters: they are
+    f_theta(x_i) of the stored training rows, recomputed by the estimator at every refresh and held
+    in its neighbour index. The Impostor Network's "loose" centres are parameters
+    (``learn_centers``), one row per centre in ``centers``.
 
     Parameters
     ----------
@@ -81,6 +88,8 @@ class NNGKNet(nn.Module):
         Train log sigma with the rest.
     learn_importance : bool
         Train the per-centre log-importance (else every w_i = 1).
+    learn_centers : bool
+        Hold the centres as a parameter (grown by the estimator), trained with the rest.
     """
 
     def __init__(
@@ -91,6 +100,7 @@ class NNGKNet(nn.Module):
         sigma: float = 1.0,
         learn_sigma: bool = False,
         learn_importance: bool = True,
+        learn_centers: bool = False,
     ) -> None:
         super().__init__()
         self.embedding = embedding
@@ -101,8 +111,9 @@ class NNGKNet(nn.Module):
         else:
             self.register_buffer("log_sigma", log_sigma)
         self.learn_importance = learn_importance
-        # One entry per stored centre; grown by the estimator as centres are added.
+        # One row per stored centre; resized by the estimator as centres are added or dropped.
         self.log_importance = nn.Parameter(torch.zeros(0), requires_grad=learn_importance)
+        self.centers = nn.Parameter(torch.zeros(0, 0)) if learn_centers else None
 
     @property
     def sigma(self) -> torch.Tensor:
@@ -120,15 +131,15 @@ class NNGKNet(nn.Module):
         labels: torch.Tensor,
         exclude: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Eq. (7) for queries z (n, e).
+        """Eq. (7) (eq. (9) with every w_i = 1) for queries z (n, e).
 
-        Either each query's own neighbours, ``centers`` (n, k, e) with ``center_ids``/``labels``
-        (n, k) and -1 in ``center_ids`` marking an empty slot; or the same centres for every query,
-        ``centers`` (N, e) with ``center_ids``/``labels`` (N,), where ``exclude`` (n,) names a
-        centre each query must not use (its own, or -1). Gradients reach z, sigma and the
-        importances, not the centres (constants between refreshes, as in the paper).
+        Either each query's own neighbours, ``centers`` (n, k, e) with ``center_ids`` (n, k) and
+        -1 in ``center_ids`` marking an empty slot; or the same centres for every query, ``centers``
+        (N, e) with ``center_ids`` (N,), where ``exclude`` (n,) names a centre each query must not
+        use (its own, or -1). ``labels`` are the centres' classes, (n, k) / (N,), or their soft
+        targets, (n, k, C) / (N, C). Gradients reach z, sigma, the importances and ``centers``
+        when they carry gradients (learnable centres); pass refreshed centres detached.
         """
-        centers = centers.detach()
         if centers.ndim == 2:
             sq = pairwise_sq_distances(z, centers)
             masked = torch.zeros_like(sq, dtype=torch.bool)

@@ -1,0 +1,296 @@
+"""The machinery NNGK and the Impostor Network share: training examples as centres, a kernel vote.
+
+``KernelVoteClassifierBase`` stores training examples as centres, keeps their positions in a
+neighbour index, refreshes them, and classifies a query by the Gaussian-kernel vote of its nearest
+centres (eq. 7 / eq. 9 of the review). Subclasses decide where the centres come from
+(``_center_keys``), what scores them (``_scored_centers``), what their labels are
+(``_center_targets``) and what grows with them (``_on_centers_added``).
+"""
+
+from __future__ import annotations
+
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.utils import Bunch
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted, validate_data
+from torch import nn
+
+from ._base import TorchClassifierBase
+from ._index import NeighborIndex
+
+# Dense mode (n_neighbors=None) scores queries against all centres in chunks of at most this many
+# query x centre distances.
+_DENSE_CHUNK_ELEMENTS = 1 << 24
+# Rows embedded at once when the centres are refreshed.
+_REFRESH_CHUNK = 4096
+
+
+class KernelVoteClassifierBase(TorchClassifierBase):
+    """Training examples as centres in an embedding space, classified by a kernel vote of the nearest.
+
+    Not for direct use: see ``NNGKClassifier`` and ``ImpostorClassifier``.
+    """
+
+    _parameter_constraints: dict = {
+        **TorchClassifierBase._parameter_constraints,
+        "n_neighbors": [Interval(Integral, 1, None, closed="left"), None],
+        "sigma": [Interval(Real, 0, None, closed="neither"), StrOptions({"scale"})],
+        "learn_sigma": ["boolean"],
+        "refresh_every": [Interval(Integral, 1, None, closed="left")],
+        "index": [StrOptions({"auto", "exact", "approximate"})],
+    }
+    # NOTE[paper]: no ReLU after the embedding's last layer: the centres live in an unconstrained
+    # metric space (the papers use VGG/ResNet/SqueezeNet features; the activation is not specified).
+    _embedding_final_activation = False
+    # One row per centre: these grow and shrink with the memory, and are the memory itself rather
+    # than weights earlier tasks depend on.
+    _ewc_exclude = ("log_importance", "centers")
+
+    # ------------------------------------------------------- subclass hooks
+    def _center_keys(self, X_new=None):
+        """Positions of the centres for the index: of the new rows ``X_new``, or of all centres."""
+        return self._embed_all(self.centers_X_ if X_new is None else X_new)
+
+    def _scored_centers(self, ids):
+        """The positions the vote scores (with autograd where the centres learn)."""
+        return self.index_.keys if ids is None else self.index_.keys[ids]
+
+    def _center_targets(self):
+        """Each centre's label: encoded classes (N,), or class distributions (N, n_classes)."""
+        return self.centers_y_
+
+    def _on_centers_added(self, keys_new):
+        """Grow per-centre state for newly stored centres whose index keys are ``keys_new``."""
+        self._resize_rows("log_importance", new_rows=torch.zeros(keys_new.shape[0]))
+
+    def _check_fit_data(self, X, y, *, first_pass, incremental):
+        stored = X.shape[0]
+        if incremental and not first_pass and getattr(self, "centers_X_", None) is not None:
+            stored += self.centers_X_.shape[0]
+        if self.n_neighbors is not None and self.n_neighbors > stored:
+            raise ValueError(
+                f"`n_neighbors`={self.n_neighbors} is larger than the {stored} training samples stored as "
+                f"centres; pass n_neighbors <= {stored}"
+            )
+
+    def _init_centers(self):
+        """Fitted state of the centres, reset when the module is (re)built."""
+        self.centers_X_ = None
+        self.centers_y_ = None
+        self.index_ = None
+        self._call_offset = 0
+        self._epochs_since_refresh = 0
+        self._sigma_pending = self.sigma == "scale"
+
+    def _before_epoch(self, X, y, epoch):
+        if epoch == 0:  # this call's rows become centres: all of them (fit), or new ones (partial_fit)
+            self._store_centers(X, y)
+        elif self._epochs_since_refresh >= self.refresh_every:
+            self._refresh()
+        self._epochs_since_refresh += 1
+
+    def _store_centers(self, X, y):
+        incremental = self.centers_X_ is not None and self._storing_incrementally
+        if incremental:
+            self._call_offset = self.centers_X_.shape[0]
+            self._add_centers(X, y)
+        else:
+            self._call_offset = 0
+            self.centers_X_ = X[:0]
+            self.centers_y_ = y[:0].to(self.device_)
+            self._reset_rows()
+            self.index_ = None
+            self._add_centers(X, y)
+        if self._sigma_pending:
+            self._set_sigma_from_scale()
+
+    def _add_centers(self, X, y):
+        """Store rows as new centres (embedded with the current network) and index them."""
+        keys = self._center_keys(X)
+        self.centers_X_ = torch.cat([self.centers_X_, X])
+        self.centers_y_ = torch.cat([self.centers_y_, y.to(self.device_)])
+        self._on_centers_added(keys)
+        if self.index_ is None:
+            seed = int(torch.randint(0, 2**31 - 1, (1,), generator=self._generator))
+            self.index_ = NeighborIndex(self.index, random_state=seed).build(keys)
+        else:  # only the new centres; all are refreshed at the end of the call
+            self.index_.add(keys)
+
+    def _set_sigma_from_scale(self):
+        """sigma = the median distance from a centre to its nearest other centre (<= 1000 sampled)."""
+        n = len(self.index_)
+        if n < 2:
+            return  # keep 1.0 until there are two centres
+        rows = torch.randperm(n, generator=self._generator)[:1000].to(self.index_.keys.device)
+        sq, _ = self.index_.query(self.index_.keys[rows], 1, exclude=rows)
+        median = float(sq[:, 0].median().clamp_min(1e-12).sqrt())
+        with torch.no_grad():
+            self.module_.log_sigma.fill_(np.log(median))
+        self._sigma_pending = False
+
+    def _reset_rows(self):
+        """Empty every per-centre parameter (a new fit replaces the centres)."""
+        for name in ("log_importance", "centers"):
+            param = getattr(self.module_, name, None)
+            if param is not None and param.shape[0]:
+                self._resize_rows(name, keep=torch.zeros(param.shape[0], dtype=torch.bool))
+
+    def _resize_rows(self, name, *, keep=None, new_rows=None):
+        """Drop rows (``keep`` mask) and/or append ``new_rows`` to a per-centre parameter of the
+        module, keeping AdamW's moment estimates row for row (new rows start at zero)."""
+        module = self.module_
+        old = getattr(module, name)
+        data = old.detach()
+        moments = {}
+        optimizer = self._get_optimizer()
+        state = optimizer.state.pop(old, None) or {}
+        for key in ("exp_avg", "exp_avg_sq"):
+            if key in state:
+                moments[key] = state[key]
+        if keep is not None:
+            keep = keep.to(data.device)
+            data = data[keep]
+            moments = {k: v[keep] for k, v in moments.items()}
+        if new_rows is not None:
+            new_rows = new_rows.to(data.device, data.dtype)
+            if data.ndim == 2 and data.shape[1] != new_rows.shape[1]:  # the first centres set the width
+                data = data.new_zeros(0, new_rows.shape[1])
+                moments = {}
+            data = torch.cat([data, new_rows])
+            moments = {k: torch.cat([v, torch.zeros_like(new_rows)]) for k, v in moments.items()}
+        new = nn.Parameter(data, requires_grad=old.requires_grad)
+        for group in optimizer.param_groups:
+            group["params"] = [new if p is old else p for p in group["params"]]
+        if state:
+            state.update(moments)
+            optimizer.state[new] = state
+        setattr(module, name, new)
+
+    def _embed_all(self, X):
+        was_training = self.module_.training
+        self.module_.eval()
+        try:
+            with torch.no_grad():
+                return torch.cat(
+                    [
+                        self.module_(X[s : s + _REFRESH_CHUNK].to(self.device_))
+                        for s in range(0, X.shape[0], _REFRESH_CHUNK)
+                    ]
+                )
+        finally:
+            self.module_.train(was_training)
+
+    def _refresh(self):
+        """Recompute the centres' positions (``_center_keys``) and rebuild the index."""
+        keys = self._center_keys()
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=self._generator))
+        self.index_ = NeighborIndex(self.index, random_state=seed).build(keys)
+        self._epochs_since_refresh = 0
+
+    def _fit(self, X, y, *, incremental, classes=None):
+        self._storing_incrementally = incremental
+        return super()._fit(X, y, incremental=incremental, classes=classes)
+
+    def _log_proba(self, z, exclude=None):
+        """Eq. (7) for embeddings z against the centres; ``exclude``: each row's own centre id."""
+        module, n_centers = self.module_, len(self.index_)
+        available = n_centers - (1 if exclude is not None else 0)
+        if available < 1:  # a single stored example cannot vote for itself: uniform
+            return torch.full((z.shape[0], module.n_classes), -np.log(module.n_classes), device=z.device)
+        targets = self._center_targets()
+        if self.n_neighbors is None:
+            ids = torch.arange(n_centers, device=self.index_.keys.device)
+            step = max(1, _DENSE_CHUNK_ELEMENTS // n_centers)
+            return torch.cat(
+                [
+                    module.log_proba(
+                        z[s : s + step],
+                        self._scored_centers(None),
+                        ids,
+                        targets,
+                        None if exclude is None else exclude[s : s + step],
+                    )
+                    for s in range(0, z.shape[0], step)
+                ]
+            )
+        k = min(self.n_neighbors, available)
+        with torch.no_grad():  # search without gradients, then score the retrieved centres with autograd
+            _, ids = self.index_.query(z.detach(), k, exclude=exclude)
+        return module.log_proba(z, self._scored_centers(ids), ids, targets[ids])
+
+    def _loss(self, X, y, ids):
+        z = self.module_(X)
+        return F.nll_loss(self._log_proba(z, exclude=ids + self._call_offset), y)
+
+    def _on_train_end(self, X, y, *, incremental):
+        # After fit, predictions use centres from the final network; after partial_fit, every
+        # refresh_every calls.
+        if not incremental or self._epochs_since_refresh >= self.refresh_every:
+            self._refresh()
+
+    # Fitted tensors of a subclass to move with the model.
+    _device_tensors: tuple[str, ...] = ()
+
+    def _to_device(self, device):
+        if self.device_ == device:
+            return
+        super()._to_device(device)
+        if self.centers_y_ is not None:
+            self.centers_y_ = self.centers_y_.to(device)
+            self.index_.to(device)
+        for name in self._device_tensors:
+            if getattr(self, name, None) is not None:
+                setattr(self, name, getattr(self, name).to(device))
+
+    def _forward(self, X):
+        return self._log_proba(self.module_(X))
+
+    # ---------------------------------------------------------------- public
+    def explain(self, X, n_neighbors=None):
+        """The stored training examples that decide each prediction, with their vote weights.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        n_neighbors : int, default=None
+            How many to return; default the estimator's ``n_neighbors`` (all centres when that is None).
+
+        Returns
+        -------
+        Bunch with
+            indices : ndarray (n_samples, k), int
+                Rows of ``centers_X_`` (for ``fit``: rows of its training data, in order; later
+                ``partial_fit`` calls append), nearest first.
+            labels : ndarray (n_samples, k)
+                Their classes as stored (from ``classes_``).
+            weights : ndarray (n_samples, k)
+                Their normalised vote weights w_i k(z, c_i) / sum over the k (the terms of eq. 7).
+            distances : ndarray (n_samples, k)
+                Squared Euclidean distances in the embedding space.
+        """
+        check_is_fitted(self)
+        n_centers = len(self.index_)
+        k = n_neighbors if n_neighbors is not None else (self.n_neighbors or n_centers)
+        if isinstance(k, bool) or not isinstance(k, Integral) or not 1 <= k <= n_centers:
+            raise ValueError(
+                f"`n_neighbors` must be an int in [1, {n_centers}] (the stored centres), got {k!r}"
+            )
+        X = validate_data(self, X, reset=False, dtype=np.float32)
+        X_t = torch.from_numpy(np.require(X, requirements=["C", "W"]))
+        self.module_.eval()
+        with torch.no_grad():
+            z = self._embed_all(X_t)
+            sq, ids = self.index_.query(z, int(k))
+            log_w = -sq / (2 * self.module_.sigma**2) + self.module_.log_importance[ids]
+            weights = torch.softmax(log_w, dim=1)
+        ids_np = ids.cpu().numpy()
+        return Bunch(
+            indices=ids_np,
+            labels=self.classes_[self.centers_y_.cpu().numpy()[ids_np]],
+            weights=weights.double().cpu().numpy(),
+            distances=sq.double().cpu().numpy(),
+        )
