@@ -1,5 +1,6 @@
 """sksemiparam: scikit-learn estimators that give a neural network a memory."""
 
+from ._impostor import ImpostorClassifier
 from ._mbpa import MbPAClassifier
 from ._meta_neighborhoods import MetaNeighborhoodsClassifier, MetaNeighborhoodsRegressor
 from ._nngk import NNGKClassifier
@@ -8,6 +9,7 @@ from ._semiparametric import SemiparametricClassifier
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "ImpostorClassifier",
     "MbPAClassifier",
     "MetaNeighborhoodsClassifier",
     "MetaNeighborhoodsRegressor",

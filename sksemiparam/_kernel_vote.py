@@ -170,19 +170,21 @@ class KernelVoteClassifierBase(TorchClassifierBase):
             optimizer.state[new] = state
         setattr(module, name, new)
 
-    def _embed_all(self, X):
-        was_training = self.module_.training
-        self.module_.eval()
+    def _embed_all(self, X, network=None):
+        """Embeddings of rows X with ``network`` (default the module), in eval mode, no gradients."""
+        network = self.module_ if network is None else network
+        was_training = network.training
+        network.eval()
         try:
             with torch.no_grad():
                 return torch.cat(
                     [
-                        self.module_(X[s : s + _REFRESH_CHUNK].to(self.device_))
+                        network(X[s : s + _REFRESH_CHUNK].to(self.device_))
                         for s in range(0, X.shape[0], _REFRESH_CHUNK)
                     ]
                 )
         finally:
-            self.module_.train(was_training)
+            network.train(was_training)
 
     def _refresh(self):
         """Recompute the centres' positions (``_center_keys``) and rebuild the index."""
@@ -222,9 +224,13 @@ class KernelVoteClassifierBase(TorchClassifierBase):
             _, ids = self.index_.query(z.detach(), k, exclude=exclude)
         return module.log_proba(z, self._scored_centers(ids), ids, targets[ids])
 
+    def _row_center_ids(self, ids):
+        """The centre id of each training row of this call (-1: the row is not a centre)."""
+        return ids + self._call_offset
+
     def _loss(self, X, y, ids):
         z = self.module_(X)
-        return F.nll_loss(self._log_proba(z, exclude=ids + self._call_offset), y)
+        return F.nll_loss(self._log_proba(z, exclude=self._row_center_ids(ids)), y)
 
     def _on_train_end(self, X, y, *, incremental):
         # After fit, predictions use centres from the final network; after partial_fit, every

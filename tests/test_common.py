@@ -4,6 +4,7 @@ import pytest
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from sksemiparam import (
+    ImpostorClassifier,
     MbPAClassifier,
     MetaNeighborhoodsClassifier,
     MetaNeighborhoodsRegressor,
@@ -28,6 +29,8 @@ ESTIMATORS = [
     ),
     NNGKClassifier(n_neighbors=8, **FAST_PARAMS),
     NNGKClassifier(n_neighbors=None, learn_sigma=True, refresh_every=3, **FAST_PARAMS),
+    ImpostorClassifier(n_neighbors=8, **FAST_PARAMS),
+    ImpostorClassifier(centers="fixed", n_neighbors=8, quantize="pq", pq_subspaces=8, **FAST_PARAMS),
 ]
 
 

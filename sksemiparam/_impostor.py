@@ -1,0 +1,488 @@
+"""ImpostorClassifier: learnable centres tied by an L2 penalty (Lebedev et al.), compressible, and
+continual learning by adding and dropping centres (the review's section 4 proposal)."""
+
+from __future__ import annotations
+
+import copy
+from numbers import Integral, Real
+
+import torch
+import torch.nn.functional as F
+from sklearn.utils._param_validation import Interval, StrOptions
+
+from ._kernel_vote import KernelVoteClassifierBase
+from ._pq import ProductQuantizer
+from .nn.kernels import pairwise_sq_distances
+from .nn.nngk import KernelVoteNet, gaussian_kernel_log_weights, kernel_vote_log_proba
+
+# Quantised centres are decoded this many at a time when queries are scored against them.
+_DECODE_CHUNK = 16384
+
+
+def redistribution_shares(
+    changed: torch.Tensor, positions: torch.Tensor, sigma: float, n_neighbors: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eq. (13)'s weights: r_j = k(z_j, z_0) / sum_{i in N_k(z_j)} k(z_j, z_i) for each changed centre z_0.
+
+    Parameters
+    ----------
+    changed : Tensor (m, e)
+        The centres added or dropped (z_0).
+    positions : Tensor (N, e)
+        The other centres (z_j), whose labels absorb the change.
+    sigma : float
+    n_neighbors : int
+        k: the neighbourhood of each z_j (its denominator), and the z_j that each z_0 reaches.
+
+    Returns
+    -------
+    ids : LongTensor (m, k')
+        For each changed centre, the k' = min(k, N) centres nearest it.
+    shares : Tensor (m, k')
+        r_j for those centres.
+    """
+    n = positions.shape[0]
+    k = min(n_neighbors, n)
+    # Denominators: each centre's kernel mass over its own k nearest other centres.
+    sq_all = pairwise_sq_distances(positions, positions)
+    sq_all.fill_diagonal_(float("inf"))
+    k_den = min(n_neighbors, n - 1)
+    log_den = (
+        torch.logsumexp(gaussian_kernel_log_weights(sq_all.topk(k_den, largest=False).values, sigma), dim=1)
+        if k_den > 0
+        else torch.zeros(n, dtype=positions.dtype, device=positions.device)
+    )
+    sq = pairwise_sq_distances(changed, positions)
+    near_sq, ids = sq.topk(k, dim=1, largest=False)
+    shares = torch.exp(gaussian_kernel_log_weights(near_sq, sigma) - log_den[ids])
+    return ids, shares
+
+
+def redistribute(
+    targets: torch.Tensor, ids: torch.Tensor, shares: torch.Tensor, changed_targets: torch.Tensor, sign: float
+) -> torch.Tensor:
+    """y_j <- y_j + sign * sum_0 r_j0 (y_0 - y_j), then projected back onto class distributions.
+
+    ``sign=+1`` for dropped centres (their neighbours take over their label influence), ``-1`` for
+    added ones (their neighbours give back the influence the new centre takes).
+    """
+    delta = torch.zeros_like(targets)
+    diff = changed_targets[:, None, :] - targets[ids]  # (m, k, C)
+    delta.index_add_(0, ids.reshape(-1), (shares[..., None] * diff).reshape(-1, targets.shape[1]))
+    out = (targets + sign * delta).clamp_min(0.0)
+    return out / out.sum(1, keepdim=True).clamp_min(torch.finfo(out.dtype).tiny)
+
+
+class ImpostorClassifier(KernelVoteClassifierBase):
+    """Neural network classifier voting over learnable "impostor" centres (Impostor Networks).
+
+    Like ``NNGKClassifier``, every stored training example is a centre and a query is classified by
+    the Gaussian-kernel vote of its ``n_neighbors`` nearest centres, eq. (9) (no importance
+    weights). With ``centers="loose"`` (Lebedev, Babenko & Lempitsky) the centres c_i are parameters,
+    initialised at f_theta(x_i) and trained with the network; the objective (eq. 8) adds
+    ``center_reg`` times the mean of ||f_theta(x_i) - c_i||^2 over the batch's rows (a stochastic
+    estimate of lambda / N sum_i), so the impostors stay close to the examples they stand for.
+    ``"tied"`` keeps c_i = f_theta(x_i) (refreshed, as NNGK); ``"fixed"`` keeps c_i = f_theta0(x_i)
+    from the untrained network.
+
+    ``quantize="pq"`` stores the centres after training as ``pq_subspaces`` bytes each (product
+    quantisation, optionally with an OPQ rotation) and scores queries against them with asymmetric
+    distances.
+
+    Continual learning (the review's section 4, Algorithm 1): once fitted, a ``partial_fit`` with
+    ``n_add`` set trains on the new slice against the current centres, then adds the ``n_add``
+    worst-predicted new examples as centres, drops the ``n_drop`` best-predicted existing centres
+    (more if needed to stay within ``max_centers``), and, with ``redistribute``, moves the soft labels
+    of the changed centres' neighbours by eq. (13) so their region keeps its prediction; it then
+    fine-tunes for ``finetune_epochs`` passes over the slice.
+
+    Parameters
+    ----------
+    centers : {"loose", "tied", "fixed"}, default="loose"
+    center_reg : float, default=1.0
+        lambda of eq. (8) (``"loose"`` only).
+    n_neighbors : int or None, default=32
+    sigma : float or "scale", default="scale"
+        Kernel width; ``"scale"`` as in ``NNGKClassifier``. In use: ``module_.sigma``.
+    learn_sigma : bool, default=False
+    refresh_every : int, default=1
+        Epochs between rebuilds of the index over the centres (and, for ``"tied"``, recomputation
+        of the centres).
+    index : {"auto", "exact", "approximate"}, default="auto"
+    quantize : {None, "pq"}, default=None
+    pq_subspaces : int, default=16
+        Bytes per quantised centre; must divide the embedding dimension.
+    pq_rotation : bool, default=False
+        Learn an OPQ rotation before quantising.
+    n_add : int or None, default=None
+        Centres added per ``partial_fit`` after the first: the worst-predicted new examples. None:
+        every new example becomes a centre (as in NNGK; no add/drop policy).
+    n_drop : int, default=0
+        Best-predicted existing centres dropped per ``partial_fit`` (with ``n_add`` set).
+    max_centers : int or None, default=None
+        Cap on the number of centres after a ``partial_fit`` with ``n_add`` set.
+    redistribute : bool, default=True
+        Apply eq. (13) to the neighbours of added and dropped centres.
+    finetune_epochs : int, default=1
+        Passes over the slice after adding and dropping (with ``n_add`` set).
+    embedding, hidden_layer_sizes, embedding_dim, image_shape, max_epochs, batch_size, learning_rate, \
+weight_decay, early_stopping, validation_fraction, n_iter_no_change, tol, warm_start, ewc_lambda, \
+device, random_state, verbose
+        As in ``NNGKClassifier``.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+    module_ : KernelVoteNet
+        The embedding, sigma, and (``"loose"``) the centres ``module_.centers``.
+    centers_X_ : Tensor (n_centers, n_features)
+        The stored examples, in the order :meth:`explain` indexes them.
+    centers_y_ : Tensor (n_centers,)
+        Their encoded labels.
+    center_targets_ : Tensor (n_centers, n_classes)
+        Each centre's label as a class distribution (one-hot until redistribution moves it).
+    index_ : NeighborIndex
+    quantizer_ : ProductQuantizer or None
+        With ``quantize="pq"``.
+    codes_ : ndarray (n_centers, pq_subspaces), uint8, or None
+    bytes_per_center_ : int
+        Storage of one centre: ``pq_subspaces`` quantised, else 4 x embedding dimension.
+    n_features_in_, feature_names_in_, device_, n_iter_, loss_curve_, best_loss_, validation_scores_, \
+best_validation_score_, ewc_state_
+        As in every sksemiparam estimator.
+
+    References
+    ----------
+    V. Lebedev, A. Babenko and V. Lempitsky. "Impostor Networks for Fast Fine-Grained Recognition".
+    arXiv:1806.05217, 2018. S. Chervontsev, "Deep Metric Learning and Image Classification with
+    Nearest Neighbour Gaussian Kernels (Article Review)", sections 3.2 and 4.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from sksemiparam import ImpostorClassifier
+    >>> X, y = load_iris(return_X_y=True)
+    >>> clf = ImpostorClassifier(n_neighbors=8, max_epochs=5, random_state=0).fit(X, y)
+    >>> clf.predict_proba(X[:2]).shape
+    (2, 3)
+    """
+
+    _parameter_constraints: dict = {
+        **KernelVoteClassifierBase._parameter_constraints,
+        "centers": [StrOptions({"loose", "tied", "fixed"})],
+        "center_reg": [Interval(Real, 0, None, closed="left")],
+        "quantize": [StrOptions({"pq"}), None],
+        "pq_subspaces": [Interval(Integral, 1, None, closed="left")],
+        "pq_rotation": ["boolean"],
+        "n_add": [Interval(Integral, 0, None, closed="left"), None],
+        "n_drop": [Interval(Integral, 0, None, closed="left")],
+        "max_centers": [Interval(Integral, 1, None, closed="left"), None],
+        "redistribute": ["boolean"],
+        "finetune_epochs": [Interval(Integral, 0, None, closed="left")],
+    }
+    _device_tensors = ("center_targets_",)
+
+    def __init__(
+        self,
+        *,
+        centers="loose",
+        center_reg=1.0,
+        n_neighbors=32,
+        sigma="scale",
+        learn_sigma=False,
+        refresh_every=1,
+        index="auto",
+        quantize=None,
+        pq_subspaces=16,
+        pq_rotation=False,
+        n_add=None,
+        n_drop=0,
+        max_centers=None,
+        redistribute=True,
+        finetune_epochs=1,
+        embedding="mlp",
+        hidden_layer_sizes=(128,),
+        embedding_dim=64,
+        image_shape=None,
+        max_epochs=100,
+        batch_size=100,
+        learning_rate=1e-3,
+        weight_decay=0.0,
+        early_stopping=False,
+        validation_fraction=0.1,
+        n_iter_no_change=10,
+        tol=1e-4,
+        warm_start=False,
+        ewc_lambda=0.0,
+        device="auto",
+        random_state=None,
+        verbose=0,
+    ):
+        super().__init__(
+            embedding=embedding,
+            hidden_layer_sizes=hidden_layer_sizes,
+            embedding_dim=embedding_dim,
+            image_shape=image_shape,
+            max_epochs=max_epochs,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            weight_decay=weight_decay,
+            early_stopping=early_stopping,
+            validation_fraction=validation_fraction,
+            n_iter_no_change=n_iter_no_change,
+            tol=tol,
+            warm_start=warm_start,
+            ewc_lambda=ewc_lambda,
+            device=device,
+            random_state=random_state,
+            verbose=verbose,
+        )
+        self.centers = centers
+        self.center_reg = center_reg
+        self.n_neighbors = n_neighbors
+        self.sigma = sigma
+        self.learn_sigma = learn_sigma
+        self.refresh_every = refresh_every
+        self.index = index
+        self.quantize = quantize
+        self.pq_subspaces = pq_subspaces
+        self.pq_rotation = pq_rotation
+        self.n_add = n_add
+        self.n_drop = n_drop
+        self.max_centers = max_centers
+        self.redistribute = redistribute
+        self.finetune_epochs = finetune_epochs
+
+    # ------------------------------------------------------------------ build
+    def _check_fit_data(self, X, y, *, first_pass, incremental):
+        super()._check_fit_data(X, y, first_pass=first_pass, incremental=incremental)
+        dim = self._embedding_out_dim(X.shape[1])
+        if self.quantize == "pq" and dim % self.pq_subspaces:
+            raise ValueError(
+                f"`pq_subspaces`={self.pq_subspaces} does not divide the embedding dimension {dim}; "
+                "pick a divisor"
+            )
+
+    def _build_module(self, n_features, n_outputs):
+        self._init_centers()
+        self.center_targets_ = None
+        self.quantizer_ = None
+        self.codes_ = None
+        self._row_centers = None
+        self._phase = "train"
+        net = KernelVoteNet(
+            embedding=self._make_embedding(n_features),
+            n_classes=n_outputs,
+            sigma=1.0 if self.sigma == "scale" else self.sigma,
+            learn_sigma=self.learn_sigma,
+            learn_importance=False,  # NOTE[paper]: the Impostor Network drops the importance weights
+            learn_centers=self.centers == "loose",
+        )
+        if self.centers == "fixed":  # f_theta0: a frozen copy of the untrained embedding
+            net.initial_embedding = copy.deepcopy(net.embedding).requires_grad_(False)
+        return net
+
+    # ------------------------------------------------------------- the hooks
+    def _center_keys(self, X_new=None):
+        if self.centers == "fixed":
+            return self._embed_all(
+                self.centers_X_ if X_new is None else X_new, self.module_.initial_embedding
+            )
+        if self.centers == "loose" and X_new is None:
+            return self.module_.centers.detach().clone()
+        return self._embed_all(self.centers_X_ if X_new is None else X_new)
+
+    def _scored_centers(self, ids):
+        if self.centers != "loose":
+            return super()._scored_centers(ids)
+        return self.module_.centers if ids is None else self.module_.centers[ids]
+
+    def _center_targets(self):
+        return self.center_targets_
+
+    def _on_centers_added(self, keys_new):
+        super()._on_centers_added(keys_new)
+        if self.centers == "loose":
+            self._resize_rows("centers", new_rows=keys_new)
+        n_new = keys_new.shape[0]
+        new_targets = F.one_hot(self.centers_y_[-n_new:], self.module_.n_classes).float()
+        self.center_targets_ = (
+            new_targets if self.center_targets_ is None else torch.cat([self.center_targets_, new_targets])
+        )
+
+    def _store_centers(self, X, y):
+        if self._reset_targets_pending():
+            self.center_targets_ = None
+        if self._continual_call():
+            # Algorithm 1: the slice trains against the current centres; which of its rows become
+            # centres is decided after this pass (_on_train_end).
+            self._call_offset = 0
+            if self._phase == "train":
+                self._row_centers = torch.full((X.shape[0],), -1, dtype=torch.long)
+            return
+        super()._store_centers(X, y)
+        self._row_centers = None
+
+    def _reset_targets_pending(self):
+        return not (self.centers_X_ is not None and self._storing_incrementally)
+
+    def _continual_call(self):
+        return self._storing_incrementally and self.centers_X_ is not None and self.n_add is not None
+
+    def _row_center_ids(self, ids):
+        if self._row_centers is not None:
+            return self._row_centers.to(ids.device)[ids]
+        return super()._row_center_ids(ids)
+
+    def _loss(self, X, y, ids):
+        z = self.module_(X)
+        center_ids = self._row_center_ids(ids)
+        loss = F.nll_loss(self._log_proba(z, exclude=center_ids), y)
+        if self.centers == "loose" and self.center_reg > 0:
+            mine = center_ids >= 0
+            if bool(mine.any()):  # eq. (8), over the batch's rows that are centres
+                gap = (z[mine] - self.module_.centers[center_ids[mine]]).square().sum(1)
+                loss = loss + self.center_reg * gap.mean()
+        return loss
+
+    # --------------------------------------------------------- continual learning
+    def partial_fit(self, X, y, classes=None):
+        """One pass over (X, y); with ``n_add`` set and a fitted model, Algorithm 1's add/drop step.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+        classes : array-like, default=None
+            All classes; required on the first call.
+
+        Returns
+        -------
+        self
+        """
+        continual = getattr(self, "centers_X_", None) is not None and self.n_add is not None
+        self._phase = "train"
+        super().partial_fit(X, y, classes=classes)
+        if continual:
+            self._phase = "finetune"
+            try:
+                for _ in range(self.finetune_epochs):
+                    super().partial_fit(X, y)
+            finally:
+                self._phase = "train"
+                self._row_centers = None
+        return self
+
+    def _on_train_end(self, X, y, *, incremental):
+        if incremental and self._phase == "train" and self._row_centers is not None:
+            self._add_and_drop(X, y)
+            self._refresh()
+        else:
+            super()._on_train_end(X, y, incremental=incremental)
+        self._quantize()
+
+    def _true_class_proba(self, X, y, exclude=None):
+        self.module_.eval()
+        with torch.no_grad():
+            z = self._embed_all(X)
+            return self._log_proba(z, exclude=exclude).gather(1, y.to(z.device)[:, None])[:, 0].exp()
+
+    def _add_and_drop(self, X, y):
+        """Add the n_add worst-predicted rows of the slice, drop the n_drop best-predicted centres."""
+        sigma = float(self.module_.sigma)
+        k = self.n_neighbors or len(self.index_)
+        # Best-predicted existing centres (each voting without itself), decided before adding.
+        n_old = self.centers_X_.shape[0]
+        old_ids = torch.arange(n_old, device=self.index_.keys.device)
+        drop_score = self._true_class_proba(self.centers_X_, self.centers_y_, exclude=old_ids)
+        # Worst-predicted new rows.
+        p_new = self._true_class_proba(X, y)
+        add = torch.argsort(p_new)[: min(self.n_add, X.shape[0])].cpu()
+        if add.numel():
+            self._add_centers(X[add], y[add])
+            self._row_centers[add] = torch.arange(n_old, n_old + add.numel())
+            if self.redistribute and n_old > 0:
+                added = self._scored_centers(None).detach()[n_old:]
+                ids, shares = redistribution_shares(added, self._positions()[:n_old], sigma, k)
+                targets = self.center_targets_
+                targets[:n_old] = redistribute(targets[:n_old], ids, shares, targets[n_old:], -1.0)
+        n_total = self.centers_X_.shape[0]
+        n_drop = min(self.n_drop, n_old)
+        if self.max_centers is not None:
+            n_drop = min(max(n_drop, n_total - self.max_centers), n_old)
+        if n_drop > 0:
+            dropped = torch.argsort(drop_score, descending=True)[:n_drop].cpu()
+            keep = torch.ones(n_total, dtype=torch.bool)
+            keep[dropped] = False
+            if self.redistribute and keep.sum() > 0:
+                positions = self._positions()
+                ids, shares = redistribution_shares(positions[dropped], positions[keep], sigma, k)
+                kept_targets = redistribute(
+                    self.center_targets_[keep], ids, shares, self.center_targets_[dropped], +1.0
+                )
+                self.center_targets_ = kept_targets
+            else:
+                self.center_targets_ = self.center_targets_[keep]
+            self._drop_rows(keep)
+
+    def _positions(self):
+        """Every centre's current position (detached)."""
+        if self.centers == "loose":
+            return self.module_.centers.detach()
+        return self.index_.keys
+
+    def _drop_rows(self, keep):
+        new_id = torch.cumsum(keep.long(), 0) - 1
+        new_id[~keep] = -1
+        self.centers_X_ = self.centers_X_[keep]
+        self.centers_y_ = self.centers_y_[keep.to(self.centers_y_.device)]
+        self._resize_rows("log_importance", keep=keep)
+        if self.centers == "loose":
+            self._resize_rows("centers", keep=keep)
+        if self._row_centers is not None:
+            mapped = self._row_centers.clone()
+            valid = mapped >= 0
+            mapped[valid] = new_id[mapped[valid]]
+            self._row_centers = mapped
+
+    # ---------------------------------------------------------- compression
+    def _quantize(self):
+        if self.quantize != "pq":
+            self.quantizer_, self.codes_ = None, None
+            return
+        keys = self._positions().cpu().numpy()
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=self._generator))
+        self.quantizer_ = ProductQuantizer(
+            self.pq_subspaces, rotation=self.pq_rotation, random_state=seed % 10**6
+        )
+        self.codes_ = self.quantizer_.fit(keys).encode(keys)
+
+    @property
+    def bytes_per_center_(self):
+        if self.quantize == "pq" and getattr(self, "codes_", None) is not None:
+            return int(self.codes_.shape[1] * self.codes_.itemsize)
+        dim = self._positions().shape[1]
+        return 4 * dim
+
+    def _forward(self, X):
+        if getattr(self, "codes_", None) is None:
+            return super()._forward(X)
+        # Asymmetric distances: the unquantised query against each centre's reconstruction, which
+        # equals the sum over sub-spaces of query-to-codeword distances.
+        z = self.module_(X)
+        n_centers = self.codes_.shape[0]
+        k = n_centers if self.n_neighbors is None else min(self.n_neighbors, n_centers)
+        best_sq = torch.full((z.shape[0], 0), float("inf"), device=z.device)
+        best_ids = torch.zeros((z.shape[0], 0), dtype=torch.long, device=z.device)
+        for s in range(0, n_centers, _DECODE_CHUNK):
+            decoded = torch.from_numpy(self.quantizer_.decode(self.codes_[s : s + _DECODE_CHUNK])).to(
+                z.device
+            )
+            sq = torch.cat([best_sq, pairwise_sq_distances(z, decoded)], 1)
+            ids = torch.cat(
+                [best_ids, torch.arange(s, s + decoded.shape[0], device=z.device).expand(z.shape[0], -1)], 1
+            )
+            best_sq, pos = sq.topk(min(k, sq.shape[1]), dim=1, largest=False)
+            best_ids = ids.gather(1, pos)
+        log_w = gaussian_kernel_log_weights(best_sq, self.module_.sigma)
+        return kernel_vote_log_proba(log_w, self.center_targets_[best_ids], self.module_.n_classes)

@@ -1,0 +1,161 @@
+"""ImpostorClassifier: eq. (9) with soft targets, eq. (13) against eq. (11), centre modes, PQ, add/drop."""
+
+import numpy as np
+import pytest
+import torch
+
+from sksemiparam import ImpostorClassifier
+from sksemiparam._impostor import redistribute, redistribution_shares
+from sksemiparam._pq import ProductQuantizer
+from sksemiparam.nn import kernel_vote_log_proba
+from sksemiparam.nn.nngk import VOTE_FLOOR
+
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
+FAST = {"max_epochs": 5, "random_state": 0, "device": "cpu"}
+
+
+def test_eq9_with_soft_targets_by_hand():
+    # Two neighbours at squared distances 1 and 4, sigma = 1: kernels e^-0.5, e^-2.
+    log_w = torch.tensor([[-0.5, -2.0]], dtype=torch.float64)
+    targets = torch.tensor([[[0.8, 0.2], [0.0, 1.0]]], dtype=torch.float64)
+    k = np.exp([-0.5, -2.0])
+    p = (k[0] * np.array([0.8, 0.2]) + k[1] * np.array([0.0, 1.0])) / k.sum()
+    expected = np.log((p + VOTE_FLOOR) / (1 + 2 * VOTE_FLOOR))
+    np.testing.assert_allclose(kernel_vote_log_proba(log_w, targets, 2).numpy()[0], expected, rtol=1e-12)
+
+
+def _gaussian(sq, sigma):
+    return np.exp(-sq / (2 * sigma**2))
+
+
+def test_eq13_matches_the_exact_change_of_eq11_for_small_epsilon():
+    rng = np.random.default_rng(0)
+    # Two well-separated clusters: a point's neighbourhood votes (almost) its own label.
+    Z = np.vstack([rng.normal(0, 0.3, (6, 2)), rng.normal(4, 0.3, (6, 2))])
+    Y = np.repeat(np.eye(2), 6, axis=0)
+    z0, y0 = np.array([0.5, 0.2]), np.array([0.0, 1.0])  # a centre of class 1 inside cluster 0
+    sigma, eps = 0.7, 1e-6
+
+    def prediction(j, epsilon):  # eq. (11) at z_j, over every other centre (j excluded)
+        others = [i for i in range(len(Z)) if i != j]
+        k = _gaussian(((Z[others] - Z[j]) ** 2).sum(1), sigma)
+        k0 = _gaussian(((z0 - Z[j]) ** 2).sum(), sigma)
+        return ((Y[others] * k[:, None]).sum(0) + epsilon * y0 * k0) / (k.sum() + epsilon * k0)
+
+    ids, shares = redistribution_shares(
+        torch.tensor(z0[None]), torch.tensor(Z), sigma=sigma, n_neighbors=len(Z)
+    )
+    r = np.zeros(len(Z))
+    r[ids.numpy()[0]] = shares.numpy()[0]
+    for j in range(6):  # the cluster the new centre lands in
+        exact = (prediction(j, eps) - prediction(j, 0.0)) / eps  # eq. (10) by finite difference
+        others = [i for i in range(len(Z)) if i != j]
+        k = _gaussian(((Z[others] - Z[j]) ** 2).sum(1), sigma)
+        k0 = _gaussian(((z0 - Z[j]) ** 2).sum(), sigma)
+        eq12 = (y0 * k0 * k.sum() - k0 * (Y[others] * k[:, None]).sum(0)) / k.sum() ** 2
+        np.testing.assert_allclose(exact, eq12, rtol=1e-4, atol=1e-9)
+        eq13 = r[j] * (y0 - Y[j])  # the implementation's weights
+        np.testing.assert_allclose(eq13, eq12, rtol=0.05, atol=1e-3)
+
+
+def test_redistribution_moves_neighbour_targets_and_stays_a_distribution():
+    targets = torch.eye(2)[[0, 0, 1]]
+    ids = torch.tensor([[0, 1]])
+    shares = torch.tensor([[0.5, 0.1]])
+    dropped_target = torch.tensor([[0.0, 1.0]])
+    after_drop = redistribute(targets, ids, shares, dropped_target, +1.0)
+    np.testing.assert_allclose(after_drop.numpy(), [[0.5, 0.5], [0.9, 0.1], [0.0, 1.0]], atol=1e-6)
+    after_add = redistribute(targets, ids, shares, dropped_target, -1.0)  # pushed away, clipped at 0
+    np.testing.assert_allclose(after_add.sum(1).numpy(), 1.0, atol=1e-6)
+    assert (after_add >= 0).all()
+
+
+def test_product_quantizer_memory_and_reconstruction():
+    rng = np.random.default_rng(0)
+    small = rng.normal(size=(200, 16)).astype(np.float32)
+    pq = ProductQuantizer(4).fit(small)  # 200 vectors <= 256 codewords: each is its own codeword
+    codes = pq.encode(small)
+    assert codes.dtype == np.uint8 and codes.shape == (200, 4)
+    np.testing.assert_allclose(pq.decode(codes), small, atol=1e-5)
+    X = (rng.normal(size=(1000, 16)) @ rng.normal(size=(16, 16))).astype(np.float32)
+    errors = {}
+    for m in (2, 4, 8):
+        pq = ProductQuantizer(m).fit(X)
+        errors[m] = np.mean(((pq.decode(pq.encode(X)) - X) ** 2).sum(1)) / np.mean((X**2).sum(1))
+        assert pq.codebook_nbytes == m * 256 * (16 // m) * 4
+    assert errors[8] < errors[4] < errors[2] < 0.5
+    opq = ProductQuantizer(4, rotation=True, n_rotation_iter=3).fit(X)
+    np.testing.assert_allclose(opq.rotation_ @ opq.rotation_.T, np.eye(16), atol=1e-4)
+    opq_error = np.mean(((opq.decode(opq.encode(X)) - X) ** 2).sum(1)) / np.mean((X**2).sum(1))
+    assert opq_error < 0.5
+    with pytest.raises(ValueError, match="not divisible by n_subspaces=5"):
+        ProductQuantizer(5).fit(X)
+
+
+def test_quantised_prediction_scores_the_reconstructed_centres(digits):
+    X_train, X_test, y_train, _ = digits
+    clf = ImpostorClassifier(quantize="pq", pq_subspaces=8, **FAST).fit(X_train, y_train)
+    assert clf.bytes_per_center_ == 8 and clf.codes_.shape == (X_train.shape[0], 8)
+    with torch.no_grad():
+        z = clf.module_(torch.from_numpy(X_test[:20]))
+        decoded = torch.from_numpy(clf.quantizer_.decode(clf.codes_))
+        sq = torch.cdist(z.double(), decoded.double()) ** 2
+        near, ids = sq.topk(clf.n_neighbors, largest=False)
+        log_w = -near / (2 * clf.module_.sigma.double() ** 2)
+        expected = kernel_vote_log_proba(log_w, clf.center_targets_.double()[ids], 10).exp().numpy()
+    np.testing.assert_allclose(clf.predict_proba(X_test[:20]), expected, atol=1e-4)
+    unquantised = ImpostorClassifier(**FAST).fit(X_train, y_train)
+    assert unquantised.bytes_per_center_ == 4 * 64
+    with pytest.raises(ValueError, match=r"`pq_subspaces`=7 does not divide the embedding dimension 64"):
+        ImpostorClassifier(quantize="pq", pq_subspaces=7, **FAST).fit(X_train, y_train)
+
+
+def test_centre_modes(digits):
+    X_train, X_test, y_train, y_test = digits
+    loose = ImpostorClassifier(centers="loose", center_reg=0.0, **FAST).fit(X_train, y_train)
+    with torch.no_grad():
+        embedded = loose.module_(torch.from_numpy(X_train))
+    free_gap = (loose.module_.centers - embedded).square().sum(1).mean().item()
+    assert free_gap > 0  # the impostors moved away from the examples
+    tight = ImpostorClassifier(centers="loose", center_reg=100.0, **FAST).fit(X_train, y_train)
+    with torch.no_grad():
+        tight_gap = (tight.module_.centers - tight.module_(torch.from_numpy(X_train))).square().sum(1).mean()
+    assert tight_gap.item() < free_gap  # eq. (8)'s penalty ties them
+    fixed = ImpostorClassifier(centers="fixed", **FAST).fit(X_train, y_train)
+    with torch.no_grad():
+        initial = fixed.module_.initial_embedding.eval()(torch.from_numpy(X_train))
+    np.testing.assert_allclose(fixed.index_.keys.numpy(), initial.numpy(), rtol=1e-5, atol=1e-6)
+    assert not any(p.requires_grad for p in fixed.module_.initial_embedding.parameters())
+    tied = ImpostorClassifier(centers="tied", **FAST).fit(X_train, y_train)
+    with torch.no_grad():
+        np.testing.assert_allclose(
+            tied.index_.keys.numpy(), tied.module_(torch.from_numpy(X_train)).numpy(), rtol=1e-5, atol=1e-6
+        )
+    for clf in (loose, tight, fixed, tied):
+        assert clf.score(X_test, y_test) > 0.8
+
+
+def test_partial_fit_adds_the_worst_and_drops_the_best(digits):
+    X_train, _, y_train, _ = digits
+    old, new = y_train < 5, y_train >= 5
+    clf = ImpostorClassifier(n_add=30, n_drop=10, **FAST)
+    clf.partial_fit(X_train[old][:200], y_train[old][:200], classes=np.arange(10))
+    assert clf.centers_X_.shape[0] == 200  # the first call stores every row
+    clf.partial_fit(X_train[new][:100], y_train[new][:100])
+    assert clf.centers_X_.shape[0] == 200 + 30 - 10
+    assert clf.module_.centers.shape[0] == clf.center_targets_.shape[0] == len(clf.index_) == 220
+    stored_new = clf.centers_y_.numpy() >= 5
+    assert stored_new.sum() == 30  # the added rows are of the new slice
+    assert (clf.center_targets_.max(1).values < 1).any()  # redistribution moved soft targets
+    np.testing.assert_allclose(clf.center_targets_.sum(1).numpy(), 1.0, atol=1e-5)
+    capped = ImpostorClassifier(n_add=30, max_centers=150, redistribute=False, **FAST)
+    capped.partial_fit(X_train[old][:200], y_train[old][:200], classes=np.arange(10))
+    capped.partial_fit(X_train[new][:100], y_train[new][:100])
+    assert capped.centers_X_.shape[0] == 150
+    targets = capped.center_targets_.numpy()
+    np.testing.assert_array_equal(targets, np.eye(10)[capped.centers_y_.numpy()])  # untouched
+    plain = ImpostorClassifier(**FAST)  # n_add=None: every new example is a centre, as NNGK
+    plain.partial_fit(X_train[:100], y_train[:100], classes=np.arange(10))
+    plain.partial_fit(X_train[100:150], y_train[100:150])
+    assert plain.centers_X_.shape[0] == 150
