@@ -395,9 +395,12 @@ best_validation_score_, ewc_state_
         n_old = self.centers_X_.shape[0]
         old_ids = torch.arange(n_old, device=self.index_.keys.device)
         drop_score = self._true_class_proba(self.centers_X_, self.centers_y_, exclude=old_ids)
-        # Worst-predicted new rows.
-        p_new = self._true_class_proba(X, y)
-        add = torch.argsort(p_new)[: min(self.n_add, X.shape[0])].cpu()
+        # Worst-predicted new rows, among those not already stored (D_e minus C: a slice seen in an
+        # earlier pass holds rows that are centres already).
+        stored = {row.tobytes() for row in self.centers_X_.numpy()}
+        fresh = torch.tensor([row.tobytes() not in stored for row in X.numpy()], dtype=torch.bool)
+        p_new = self._true_class_proba(X, y).cpu().masked_fill(~fresh, float("inf"))
+        add = torch.argsort(p_new)[: min(self.n_add, int(fresh.sum()))]
         if add.numel():
             self._add_centers(X[add], y[add])
             self._row_centers[add] = torch.arange(n_old, n_old + add.numel())
@@ -446,6 +449,29 @@ best_validation_score_, ewc_state_
             self._row_centers = mapped
 
     # ---------------------------------------------------------- compression
+    def compress(self):
+        """Re-quantise the stored centres with the current ``quantize``/``pq_*`` parameters.
+
+        For trying other code sizes without retraining: ``clf.set_params(pq_subspaces=8).compress()``.
+        ``quantize=None`` returns to the unquantised centres.
+
+        Returns
+        -------
+        self
+        """
+        from sklearn.utils.validation import check_is_fitted
+
+        check_is_fitted(self)
+        self._validate_params()
+        dim = self._positions().shape[1]
+        if self.quantize == "pq" and dim % self.pq_subspaces:
+            raise ValueError(
+                f"`pq_subspaces`={self.pq_subspaces} does not divide the embedding dimension {dim}; "
+                "pick a divisor"
+            )
+        self._quantize()
+        return self
+
     def _quantize(self):
         if self.quantize != "pq":
             self.quantizer_, self.codes_ = None, None

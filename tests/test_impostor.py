@@ -159,3 +159,24 @@ def test_partial_fit_adds_the_worst_and_drops_the_best(digits):
     plain.partial_fit(X_train[:100], y_train[:100], classes=np.arange(10))
     plain.partial_fit(X_train[100:150], y_train[100:150])
     assert plain.centers_X_.shape[0] == 150
+
+
+def test_compress_requantises_without_training(digits):
+    X_train, X_test, y_train, y_test = digits
+    clf = ImpostorClassifier(**FAST).fit(X_train, y_train)
+    full = clf.predict_proba(X_test)
+    clf.set_params(quantize="pq", pq_subspaces=16).compress()
+    assert clf.bytes_per_center_ == 16 and clf.score(X_test, y_test) > 0.8
+    clf.set_params(quantize=None).compress()
+    np.testing.assert_array_equal(clf.predict_proba(X_test), full)
+    with pytest.raises(ValueError, match="does not divide"):
+        clf.set_params(quantize="pq", pq_subspaces=5).compress()
+
+
+def test_a_second_pass_over_a_slice_adds_no_duplicate_centres(digits):
+    X_train, _, y_train, _ = digits
+    clf = ImpostorClassifier(n_add=500, **FAST)
+    clf.partial_fit(X_train[:100], y_train[:100], classes=np.arange(10))
+    clf.partial_fit(X_train[:150], y_train[:150])  # 100 stored already: only 50 are new
+    assert clf.centers_X_.shape[0] == 150
+    assert len({row.tobytes() for row in clf.centers_X_.numpy()}) == 150
