@@ -127,7 +127,7 @@ def plot(report: dict[str, Any], path: str) -> None:
         plot_accuracy_matrix(
             StreamResult(R, task_names=[str(i) for i in range(len(R))]),
             ax=ax,
-            title=f"{row['stream']} / {row['variant']}: ACC {row['avg_accuracy']:.3f}, BWT {row['bwt']:+.3f}",
+            title=f"{row['stream']} / {row['variant']}\nACC {row['avg_accuracy']:.3f}, BWT {row['bwt']:+.3f}",
         )
     fig.savefig(path, dpi=100)
     plt.close(fig)
