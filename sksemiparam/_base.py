@@ -303,6 +303,7 @@ class TorchEstimatorBase(BaseEstimator):
 
         X_t = torch.from_numpy(np.require(X, dtype=np.float32, requirements=["C", "W"]))
         y_t = torch.from_numpy(np.require(y_enc, requirements=["C", "W"]))
+        self._incremental = incremental  # for hooks: is this call a partial_fit?
         with self._seeded(device):
             self._train(X_t, y_t, incremental=incremental, device=device)
         return self

@@ -324,10 +324,10 @@ best_validation_score_, ewc_state_
         self._row_centers = None
 
     def _reset_targets_pending(self):
-        return not (self.centers_X_ is not None and self._storing_incrementally)
+        return not (self.centers_X_ is not None and self._incremental)
 
     def _continual_call(self):
-        return self._storing_incrementally and self.centers_X_ is not None and self.n_add is not None
+        return self._incremental and self.centers_X_ is not None and self.n_add is not None
 
     def _row_center_ids(self, ids):
         if self._row_centers is not None:

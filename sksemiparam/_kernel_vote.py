@@ -94,7 +94,7 @@ class KernelVoteClassifierBase(TorchClassifierBase):
         self._epochs_since_refresh += 1
 
     def _store_centers(self, X, y):
-        incremental = self.centers_X_ is not None and self._storing_incrementally
+        incremental = self.centers_X_ is not None and self._incremental
         if incremental:
             self._call_offset = self.centers_X_.shape[0]
             self._add_centers(X, y)
@@ -192,10 +192,6 @@ class KernelVoteClassifierBase(TorchClassifierBase):
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=self._generator))
         self.index_ = NeighborIndex(self.index, random_state=seed).build(keys)
         self._epochs_since_refresh = 0
-
-    def _fit(self, X, y, *, incremental, classes=None):
-        self._storing_incrementally = incremental
-        return super()._fit(X, y, incremental=incremental, classes=classes)
 
     def _log_proba(self, z, exclude=None):
         """Eq. (7) for embeddings z against the centres; ``exclude``: each row's own centre id."""
