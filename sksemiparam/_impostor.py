@@ -339,11 +339,27 @@ best_validation_score_, ewc_state_
         center_ids = self._row_center_ids(ids)
         loss = F.nll_loss(self._log_proba(z, exclude=center_ids), y)
         if self.centers == "loose" and self.center_reg > 0:
-            mine = center_ids >= 0
-            if bool(mine.any()):  # eq. (8), over the batch's rows that are centres
-                gap = (z[mine] - self.module_.centers[center_ids[mine]]).square().sum(1)
-                loss = loss + self.center_reg * gap.mean()
+            loss = loss + self.center_reg * self._center_gap(z, center_ids)
         return loss
+
+    def _center_gap(self, z, center_ids):
+        """A stochastic estimate of eq. (8)'s (1/N) sum_i ||f_theta(x_i) - c_i||^2 over all N centres.
+
+        In ``fit`` every centre is a training row, so the batch's own rows are a uniform sample. In
+        ``partial_fit`` the batch holds new rows only, so as many stored centres are drawn at random
+        and embedded: the penalty keeps anchoring the examples of earlier calls to their centres
+        (without it, old centres go stale while the embedding moves on).
+        """
+        centers = self.module_.centers
+        if not self._incremental:
+            mine = center_ids >= 0
+            if not bool(mine.any()):
+                return z.new_zeros(())
+            return (z[mine] - centers[center_ids[mine]]).square().sum(1).mean()
+        n = centers.shape[0]
+        drawn = torch.randint(n, (z.shape[0],), generator=self._generator)
+        embedded = self.module_(self.centers_X_[drawn].to(z.device))
+        return (embedded - centers[drawn.to(centers.device)]).square().sum(1).mean()
 
     # --------------------------------------------------------- continual learning
     def partial_fit(self, X, y, classes=None):

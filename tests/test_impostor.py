@@ -180,3 +180,19 @@ def test_a_second_pass_over_a_slice_adds_no_duplicate_centres(digits):
     clf.partial_fit(X_train[:150], y_train[:150])  # 100 stored already: only 50 are new
     assert clf.centers_X_.shape[0] == 150
     assert len({row.tobytes() for row in clf.centers_X_.numpy()}) == 150
+
+
+def test_the_centre_penalty_anchors_earlier_examples_during_partial_fit(digits):
+    """Eq. (8) sums over all N centres: in partial_fit it draws stored centres, not only new rows."""
+    X_train, X_test, y_train, y_test = digits
+    old, new = y_train < 5, y_train >= 5
+    scores = {}
+    for reg in (0.0, 1.0):
+        clf = ImpostorClassifier(n_add=50, center_reg=reg, embedding_dim=32, **FAST)
+        clf.partial_fit(X_train[old], y_train[old], classes=np.arange(10))
+        for _ in range(3):
+            clf.partial_fit(X_train[old], y_train[old])
+        for _ in range(5):
+            clf.partial_fit(X_train[new], y_train[new])
+        scores[reg] = clf.score(X_test[y_test < 5], y_test[y_test < 5])
+    assert scores[1.0] > scores[0.0] + 0.1
