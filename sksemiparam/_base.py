@@ -6,8 +6,8 @@ An estimator subclasses ``TorchClassifierBase`` (or a future regressor base) and
 - ``_loss(X, y, ids) -> Tensor``: the training loss of one batch (``ids`` index the rows of the data
   passed to this ``fit``/``partial_fit`` call, for estimators that must exclude a row's own memory entry);
 - ``_forward(X) -> Tensor``: the prediction of one batch in eval mode; for classifiers, log-probabilities;
-- optionally ``_check_fit_data``, ``_before_epoch``, ``_before_validation``, ``_on_train_end`` and
-  ``_to_device``.
+- optionally ``_check_fit_data``, ``_before_epoch``, ``_after_epoch``, ``_before_validation``,
+  ``_on_train_end`` and ``_to_device``.
 
 The base owns validation, label encoding, seeding, device, batching, the epoch loop, early stopping,
 progress and persistence.
@@ -184,6 +184,9 @@ class TorchEstimatorBase(BaseEstimator):
     def _before_epoch(self, X: torch.Tensor, y: torch.Tensor, epoch: int) -> None:
         """Called at the start of every epoch with this call's training rows; ``epoch`` counts from
         0 within the call (a ``partial_fit`` is one epoch). E.g. to refresh stored embeddings."""
+
+    def _after_epoch(self, X: torch.Tensor, y: torch.Tensor) -> None:
+        """Called at the end of every epoch with this call's training rows (e.g. a diagnostic)."""
 
     def _before_validation(self, X: torch.Tensor, y: torch.Tensor) -> None:
         """Make the model ready to predict, given the training split (e.g. refresh a memory)."""
@@ -363,6 +366,7 @@ class TorchEstimatorBase(BaseEstimator):
                     total += float(loss.detach()) * ids.shape[0]
                 epoch_loss = total / n
                 self.n_iter_ += 1
+                self._after_epoch(X_train, y_train)
                 self.loss_curve_.append(epoch_loss)
                 message = f"epoch {self.n_iter_}: loss {epoch_loss:.5f}"
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from numbers import Integral, Real
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from sklearn.base import ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._base import TorchClassifierBase
 from ._index import NeighborIndex
@@ -16,9 +19,11 @@ from .nn import SemiparametricNet, pairwise_sq_distances, soft_neighbor_class_es
 _AUTO_NEIGHBORS = 32
 # Dense (n_neighbors=None) prediction: about this many query-memory distances at once.
 _DENSE_CHUNK_ELEMENTS = 2**24
+# Rows of the fixed probe batch on which the reliance diagnostic is measured after each epoch.
+_RELIANCE_PROBE = 256
 
 
-class SemiparametricClassifier(TorchClassifierBase):
+class SemiparametricClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin, TorchClassifierBase):
     """Neural network classifier with a differentiable nearest-neighbour class estimate as a feature.
 
     An embedding network maps x to v. A nearest-neighbour estimate of the class of x,
@@ -122,6 +127,12 @@ class SemiparametricClassifier(TorchClassifierBase):
         Best of ``validation_scores_``.
     ewc_state_ : list of (dict, dict)
         Per task consolidated by ``end_task``: the anchor parameters and their Fisher diagonal.
+    reliance_curve_ : list of float or None
+        ``"semiparametric"`` mode: after each epoch, how much the output relies on the neighbour
+        estimate c' relative to the embedding v (the paper's Figure 3B): on a fixed probe batch (the
+        first 256 rows of the first ``fit``/``partial_fit``, their in-batch estimate as in
+        training), RMS of d(sum_i log p(y_i | x_i)) / dc' over RMS of the same gradient in v. None
+        in the other modes.
 
     See Also
     --------
@@ -226,6 +237,8 @@ class SemiparametricClassifier(TorchClassifierBase):
         self.memory_X_ = None
         self.memory_y_ = None
         self.index_ = None
+        self.reliance_curve_ = [] if self.mode == "semiparametric" else None
+        self._reliance_probe = None
         return SemiparametricNet(
             embedding=self._make_embedding(n_features),
             embedding_dim=self._embedding_out_dim(n_features),
@@ -237,6 +250,63 @@ class SemiparametricClassifier(TorchClassifierBase):
 
     def _loss(self, X, y, ids):
         return F.nll_loss(self.module_(X, y), y)
+
+    def _after_epoch(self, X, y):
+        if self.mode != "semiparametric":
+            return
+        if self._reliance_probe is None:  # fixed for the life of the model
+            self._reliance_probe = (X[:_RELIANCE_PROBE].clone(), y[:_RELIANCE_PROBE].clone())
+        self.reliance_curve_.append(self._reliance(*self._reliance_probe))
+
+    def _reliance(self, X, y):
+        """RMS gradient of sum_i log p(y_i | x_i) in the estimate c', over that in the embedding v."""
+        module = self.module_
+        was_training = module.training
+        module.eval()
+        try:
+            X, y = X.to(self.device_), y.to(self.device_)
+            with torch.no_grad():
+                v = module.embed(X)
+                estimate = module.in_batch_estimate(v, y)
+            v.requires_grad_(True)
+            estimate.requires_grad_(True)
+            with torch.enable_grad():
+                log_p = module.output(v, estimate).gather(1, y[:, None]).sum()
+                g_v, g_c = torch.autograd.grad(log_p, [v, estimate])
+            rms_v = float(g_v.square().mean().sqrt())
+            rms_c = float(g_c.square().mean().sqrt())
+            return rms_c / rms_v if rms_v > 0 else float("inf")
+        finally:
+            module.train(was_training)
+
+    # ------------------------------------------------------------- transform
+    def transform(self, X):
+        """The learned embeddings v = f(x) of X, e.g. for t-SNE or a downstream model.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_embedding), float64
+            ``n_embedding`` is ``embedding_dim`` (``n_features_in_`` for ``embedding="identity"``).
+        """
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=np.float32)
+        X_t = torch.from_numpy(np.require(X, requirements=["C", "W"]))
+        self.module_.eval()
+        with torch.no_grad():
+            out = [
+                self.module_.embed(X_t[s : s + 4096].to(self.device_)) for s in range(0, X_t.shape[0], 4096)
+            ]
+        if not out:
+            return np.empty((0, self._n_features_out))
+        return torch.cat(out).double().cpu().numpy()
+
+    @property
+    def _n_features_out(self):
+        return self._embedding_out_dim(self.n_features_in_)
 
     def _before_validation(self, X, y):
         self._set_memory(X, y)

@@ -162,3 +162,50 @@ def test_approximate_index_agrees_with_exact(digits):
     np.testing.assert_allclose(
         np.median(np.abs(exact.predict_proba(X_test) - approx.predict_proba(X_test))), 0, atol=1e-4
     )
+
+
+def test_transform_gives_the_embeddings_and_feeds_a_pipeline(digits):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    X_train, X_test, y_train, y_test = digits
+    clf = SemiparametricClassifier(embedding_dim=16, max_epochs=10, random_state=0, device="cpu").fit(
+        X_train, y_train
+    )
+    Z = clf.transform(X_test)
+    assert Z.shape == (X_test.shape[0], 16) and Z.dtype == np.float64
+    with torch.no_grad():
+        np.testing.assert_allclose(Z, clf.module_.embed(torch.from_numpy(X_test)).double().numpy(), rtol=1e-6)
+    names = clf.get_feature_names_out()
+    assert list(names[:2]) == ["semiparametricclassifier0", "semiparametricclassifier1"] and len(names) == 16
+    pipe = make_pipeline(
+        SemiparametricClassifier(embedding_dim=16, max_epochs=10, random_state=0, device="cpu"),
+        LogisticRegression(max_iter=1000),
+    ).fit(X_train, y_train)
+    assert pipe.score(X_test, y_test) > 0.8
+    identity = SemiparametricClassifier(embedding="identity", max_epochs=2, random_state=0, device="cpu")
+    assert identity.fit(X_train, y_train).transform(X_test).shape == X_test.shape
+
+
+def test_reliance_curve_measures_the_heads_use_of_the_estimate(digits):
+    X_train, _, y_train, _ = digits
+    clf = SemiparametricClassifier(max_epochs=4, random_state=0, device="cpu").fit(X_train, y_train)
+    assert len(clf.reliance_curve_) == clf.n_iter_ == 4
+    assert all(np.isfinite(r) and r > 0 for r in clf.reliance_curve_)
+    probe = clf._reliance_probe
+    head = clf.module_.head[-1]
+    with torch.no_grad():  # the head ignores the estimate: no reliance
+        saved = head.weight.clone()
+        head.weight[:, -10:] = 0
+        assert clf._reliance(*probe) == 0.0
+        head.weight.copy_(saved)
+        head.weight[:, :-10] = 0  # ... or only the estimate: infinite reliance
+        assert clf._reliance(*probe) == float("inf")
+    clf.partial_fit(X_train[:100], y_train[:100])
+    assert len(clf.reliance_curve_) == 5
+    assert (
+        SemiparametricClassifier("parametric", max_epochs=2, device="cpu")
+        .fit(X_train, y_train)
+        .reliance_curve_
+        is None
+    )
