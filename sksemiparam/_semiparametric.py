@@ -131,8 +131,8 @@ class SemiparametricClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin
         ``"semiparametric"`` mode: after each epoch, how much the output relies on the neighbour
         estimate c' relative to the embedding v (the paper's Figure 3B): on a fixed probe batch (the
         first 256 rows of the first ``fit``/``partial_fit``, their in-batch estimate as in
-        training), RMS of d(sum_i log p(y_i | x_i)) / dc' over RMS of the same gradient in v. None
-        in the other modes.
+        training), the norm of d(sum_i log p(y_i | x_i)) / dc' over the norm of the same gradient in
+        v. None in the other modes.
 
     See Also
     --------
@@ -259,7 +259,7 @@ class SemiparametricClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin
         self.reliance_curve_.append(self._reliance(*self._reliance_probe))
 
     def _reliance(self, X, y):
-        """RMS gradient of sum_i log p(y_i | x_i) in the estimate c', over that in the embedding v."""
+        """Norm of the gradient of sum_i log p(y_i | x_i) in the estimate c', over that in v."""
         module = self.module_
         was_training = module.training
         module.eval()
@@ -273,9 +273,8 @@ class SemiparametricClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin
             with torch.enable_grad():
                 log_p = module.output(v, estimate).gather(1, y[:, None]).sum()
                 g_v, g_c = torch.autograd.grad(log_p, [v, estimate])
-            rms_v = float(g_v.square().mean().sqrt())
-            rms_c = float(g_c.square().mean().sqrt())
-            return rms_c / rms_v if rms_v > 0 else float("inf")
+            norm_v, norm_c = float(g_v.norm()), float(g_c.norm())
+            return norm_c / norm_v if norm_v > 0 else float("inf")
         finally:
             module.train(was_training)
 
