@@ -484,6 +484,22 @@ class TorchEstimatorBase(BaseEstimator):
         self.module_.eval()
         return torch.from_numpy(np.require(X, dtype=np.float32, requirements=["C", "W"]))
 
+    def _embed_rows(self, X: torch.Tensor, network: nn.Module | None = None) -> torch.Tensor:
+        """Rows of X through ``network`` (default the module's ``embedding``) in chunks, in eval mode,
+        without autograd; the result stays on the model's device. The network's mode is restored."""
+        network = self.module_.embedding if network is None else network
+        was_training = network.training
+        network.eval()
+        try:
+            with torch.no_grad():
+                out = [
+                    network(X[s : s + _PREDICT_CHUNK].to(self.device_))
+                    for s in range(0, X.shape[0], _PREDICT_CHUNK)
+                ]
+        finally:
+            network.train(was_training)
+        return torch.cat(out) if out else torch.empty(0, 0, device=self.device_)
+
     def _forward_all(self, X: torch.Tensor) -> torch.Tensor:
         """Run ``_forward`` over ``X`` in chunks, in eval mode and without autograd; result on CPU."""
         outputs = []

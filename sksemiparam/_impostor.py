@@ -285,12 +285,12 @@ best_validation_score_, ewc_state_
     # ------------------------------------------------------------- the hooks
     def _center_keys(self, X_new=None):
         if self.centers == "fixed":
-            return self._embed_all(
+            return self._embed_rows(
                 self.centers_X_ if X_new is None else X_new, self.module_.initial_embedding
             )
         if self.centers == "loose" and X_new is None:
             return self.module_.centers.detach().clone()
-        return self._embed_all(self.centers_X_ if X_new is None else X_new)
+        return self._embed_rows(self.centers_X_ if X_new is None else X_new)
 
     def _scored_centers(self, ids):
         if self.centers != "loose":
@@ -311,23 +311,18 @@ best_validation_score_, ewc_state_
         )
 
     def _store_centers(self, X, y):
-        if self._reset_targets_pending():
-            self.center_targets_ = None
-        if self._continual_call():
+        appending = self.centers_X_ is not None and self._incremental
+        if appending and self.n_add is not None:
             # Algorithm 1: the slice trains against the current centres; which of its rows become
             # centres is decided after this pass (_on_train_end).
             self._call_offset = 0
             if self._phase == "train":
                 self._row_centers = torch.full((X.shape[0],), -1, dtype=torch.long)
             return
+        if not appending:  # a new set of centres, and of their targets
+            self.center_targets_ = None
         super()._store_centers(X, y)
         self._row_centers = None
-
-    def _reset_targets_pending(self):
-        return not (self.centers_X_ is not None and self._incremental)
-
-    def _continual_call(self):
-        return self._incremental and self.centers_X_ is not None and self.n_add is not None
 
     def _row_center_ids(self, ids):
         if self._row_centers is not None:
@@ -400,7 +395,7 @@ best_validation_score_, ewc_state_
     def _true_class_proba(self, X, y, exclude=None):
         self.module_.eval()
         with torch.no_grad():
-            z = self._embed_all(X)
+            z = self._embed_rows(X)
             return self._log_proba(z, exclude=exclude).gather(1, y.to(z.device)[:, None])[:, 0].exp()
 
     def _add_and_drop(self, X, y):

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.utils import Bunch
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from ._base import TorchClassifierBase
@@ -25,8 +25,6 @@ from ._index import NeighborIndex
 # Dense mode (n_neighbors=None) scores queries against all centres in chunks of at most this many
 # query x centre distances.
 _DENSE_CHUNK_ELEMENTS = 1 << 24
-# Rows embedded at once when the centres are refreshed.
-_REFRESH_CHUNK = 4096
 
 
 class KernelVoteClassifierBase(TorchClassifierBase):
@@ -53,7 +51,7 @@ class KernelVoteClassifierBase(TorchClassifierBase):
     # ------------------------------------------------------- subclass hooks
     def _center_keys(self, X_new=None):
         """Positions of the centres for the index: of the new rows ``X_new``, or of all centres."""
-        return self._embed_all(self.centers_X_ if X_new is None else X_new)
+        return self._embed_rows(self.centers_X_ if X_new is None else X_new)
 
     def _scored_centers(self, ids):
         """The positions the vote scores (with autograd where the centres learn)."""
@@ -170,22 +168,6 @@ class KernelVoteClassifierBase(TorchClassifierBase):
             optimizer.state[new] = state
         setattr(module, name, new)
 
-    def _embed_all(self, X, network=None):
-        """Embeddings of rows X with ``network`` (default the module), in eval mode, no gradients."""
-        network = self.module_ if network is None else network
-        was_training = network.training
-        network.eval()
-        try:
-            with torch.no_grad():
-                return torch.cat(
-                    [
-                        network(X[s : s + _REFRESH_CHUNK].to(self.device_))
-                        for s in range(0, X.shape[0], _REFRESH_CHUNK)
-                    ]
-                )
-        finally:
-            network.train(was_training)
-
     def _refresh(self):
         """Recompute the centres' positions (``_center_keys``) and rebuild the index."""
         keys = self._center_keys()
@@ -281,11 +263,9 @@ class KernelVoteClassifierBase(TorchClassifierBase):
             raise ValueError(
                 f"`n_neighbors` must be an int in [1, {n_centers}] (the stored centres), got {k!r}"
             )
-        X = validate_data(self, X, reset=False, dtype=np.float32)
-        X_t = torch.from_numpy(np.require(X, requirements=["C", "W"]))
-        self.module_.eval()
+        X_t = self._prepare_predict(X)
         with torch.no_grad():
-            z = self._embed_all(X_t)
+            z = self._embed_rows(X_t)
             sq, ids = self.index_.query(z, int(k))
             log_w = -sq / (2 * self.module_.sigma**2) + self.module_.log_importance[ids]
             weights = torch.softmax(log_w, dim=1)

@@ -9,7 +9,6 @@ import torch
 import torch.nn.functional as F
 from sklearn.base import ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._base import TorchClassifierBase
 from ._index import NeighborIndex
@@ -291,17 +290,10 @@ class SemiparametricClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin
         ndarray of shape (n_samples, n_embedding), float64
             ``n_embedding`` is ``embedding_dim`` (``n_features_in_`` for ``embedding="identity"``).
         """
-        check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=np.float32)
-        X_t = torch.from_numpy(np.require(X, requirements=["C", "W"]))
-        self.module_.eval()
-        with torch.no_grad():
-            out = [
-                self.module_.embed(X_t[s : s + 4096].to(self.device_)) for s in range(0, X_t.shape[0], 4096)
-            ]
-        if not out:
+        X_t = self._prepare_predict(X)
+        if X_t.shape[0] == 0:
             return np.empty((0, self._n_features_out))
-        return torch.cat(out).double().cpu().numpy()
+        return self._embed_rows(X_t).double().cpu().numpy()
 
     @property
     def _n_features_out(self):
@@ -322,10 +314,7 @@ class SemiparametricClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin
         if not self.module_.uses_neighbors:
             return
         self.module_.eval()
-        with torch.no_grad():
-            keys = torch.cat(
-                [self.module_.embed(X[s : s + 4096].to(self.device_)) for s in range(0, X.shape[0], 4096)]
-            )
+        keys = self._embed_rows(X)
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=self._generator))
         self.memory_X_ = X
         self.memory_y_ = y.to(self.device_)
