@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from numbers import Integral, Real
 
 import numpy as np
@@ -108,10 +109,12 @@ class SemiparametricClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin
     device_ : torch.device
         Device the module is on.
     index_ : NeighborIndex or None
-        Search structure over the stored training embeddings (None in ``"parametric"`` mode).
+        Search structure over the stored training embeddings (None in ``"parametric"`` mode),
+        built when first needed after a ``fit``/``partial_fit``.
     memory_X_ : torch.Tensor of shape (n_stored, n_features) or None
         Training examples whose embeddings give the neighbour estimate at prediction: those of the
-        last ``fit``, plus those of every ``partial_fit`` since.
+        last ``fit``, plus those of every ``partial_fit`` since. A ``partial_fit`` stores only the
+        (x, y) pairs not stored yet, so several passes over the same data keep one copy of each.
     memory_y_ : torch.Tensor of shape (n_stored,) or None
         Their encoded labels (indices into ``classes_``).
     n_iter_ : int
@@ -225,7 +228,7 @@ class SemiparametricClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin
             return
         stored = X.shape[0]
         if incremental and not first_pass and getattr(self, "memory_X_", None) is not None:
-            stored += self.memory_X_.shape[0]
+            stored = self.memory_X_.shape[0] + int(self._unseen_rows(X, y).sum())
         if self.n_neighbors > stored:
             raise ValueError(
                 f"`n_neighbors`={self.n_neighbors} is larger than the {stored} samples stored in "
@@ -235,7 +238,7 @@ class SemiparametricClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin
     def _build_module(self, n_features, n_outputs):
         self.memory_X_ = None
         self.memory_y_ = None
-        self.index_ = None
+        self._index = _IndexCache(None)
         self.reliance_curve_ = [] if self.mode == "semiparametric" else None
         self._reliance_probe = None
         return SemiparametricNet(
@@ -305,20 +308,50 @@ class SemiparametricClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin
     def _on_train_end(self, X, y, *, incremental):
         if not self.module_.uses_neighbors:
             return
+        digests = None
         if incremental and self.memory_X_ is not None:
-            X, y = torch.cat([self.memory_X_, X]), torch.cat([self.memory_y_.cpu(), y])
+            # A partial_fit stores only examples not stored yet, so passing over the same data
+            # several times (the partial_fit idiom for epochs) does not fill the memory with copies.
+            new = torch.from_numpy(self._unseen_rows(X.numpy(), y.numpy()))
+            digests = self._memory_digests | set(_row_digests(X[new].numpy(), y[new].numpy()))
+            X, y = torch.cat([self.memory_X_, X[new]]), torch.cat([self.memory_y_.cpu(), y[new]])
         self._set_memory(X.clone(), y.clone())
+        self._digests = digests
+
+    @property
+    def _memory_digests(self):
+        """Digests of the stored (x, y) pairs, computed on first use."""
+        if getattr(self, "_digests", None) is None:
+            self._digests = set(_row_digests(self.memory_X_.numpy(), self.memory_y_.cpu().numpy()))
+        return self._digests
+
+    def _unseen_rows(self, X, y):
+        """Boolean mask of the rows of (X, y) that are not stored in memory yet."""
+        known = self._memory_digests
+        return np.array([d not in known for d in _row_digests(X, y)], dtype=bool)
 
     def _set_memory(self, X, y):
-        """Store (X, y) and index their current embeddings."""
+        """Store (X, y); their embeddings are indexed when first needed (see ``index_``)."""
         if not self.module_.uses_neighbors:
             return
-        self.module_.eval()
-        keys = self._embed_rows(X)
-        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=self._generator))
         self.memory_X_ = X
         self.memory_y_ = y.to(self.device_)
-        self.index_ = NeighborIndex(self.index, random_state=seed).build(keys)
+        self._digests = None
+        self._index = _IndexCache(int(torch.randint(0, 2**31 - 1, (1,), generator=self._generator)))
+
+    @property
+    def index_(self):
+        """The search structure over the current embeddings of the stored examples.
+
+        Built on first use after a ``fit``/``partial_fit``, not at the end of it: a loop of
+        ``partial_fit`` calls embeds the (growing) memory once, at the next prediction, instead of
+        after every call.
+        """
+        cache = self._index
+        if cache.index is None and self.memory_X_ is not None:
+            keys = self._embed_rows(self.memory_X_)
+            cache.index = NeighborIndex(self.index, random_state=cache.seed).build(keys)
+        return cache.index
 
     def _to_device(self, device):
         if self.device_ == device:
@@ -326,16 +359,18 @@ class SemiparametricClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin
         super()._to_device(device)
         if self.memory_y_ is not None:
             self.memory_y_ = self.memory_y_.to(device)
-            self.index_.to(device)
+        if self._index.index is not None:
+            self._index.index.to(device)
 
     def _forward(self, X):
         module = self.module_
         v = module.embed(X)
         if not module.uses_neighbors:
             return module.output(v, None)
-        n_stored = len(self.index_)
+        index = self.index_
+        n_stored = len(index)
         if self.n_neighbors is None:
-            keys = self.index_.keys
+            keys = index.keys
             step = max(1, _DENSE_CHUNK_ELEMENTS // n_stored)
             estimate = torch.cat(
                 [
@@ -356,6 +391,25 @@ class SemiparametricClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin
             k = min(k, n_stored)
             # Search without gradients, then re-score the retrieved keys with autograd.
             with torch.no_grad():
-                _, ids = self.index_.query(v.detach(), k)
-            estimate = module.memory_estimate(v, self.index_.keys[ids], self.memory_y_[ids])
+                _, ids = index.query(v.detach(), k)
+            estimate = module.memory_estimate(v, index.keys[ids], self.memory_y_[ids])
         return module.output(v, estimate)
+
+
+class _IndexCache:
+    """Holds the lazily built index of the stored embeddings and the seed to build it with.
+
+    A prediction that builds the index fills this holder in place, so the estimator's own
+    attributes do not change (the predict methods leave ``__dict__`` as it was).
+    """
+
+    def __init__(self, seed):
+        self.seed = seed
+        self.index = None
+
+
+def _row_digests(X, y):
+    """A 128-bit digest of each (row of X, label) pair, to recognise examples already stored."""
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    y = np.ascontiguousarray(y, dtype=np.int64)
+    return [hashlib.blake2b(x.tobytes() + label.tobytes(), digest_size=16).digest() for x, label in zip(X, y)]

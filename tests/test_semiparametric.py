@@ -107,6 +107,15 @@ def test_partial_fit_grows_the_memory_and_fit_resets_it(digits):
         np.testing.assert_allclose(
             clf.index_.keys.numpy(), clf.module_.embed(clf.memory_X_).numpy(), rtol=1e-5, atol=1e-6
         )
+    # Another pass over stored examples trains on them but does not store them twice; a stored
+    # image under a different label is a different example.
+    clf.partial_fit(X_train[50:300], y_train[50:300])
+    assert len(clf.index_) == clf.memory_X_.shape[0] == 300
+    np.testing.assert_array_equal(clf.memory_y_.numpy(), y_train[:300])
+    relabelled = (y_train[:3] + 1) % 10
+    clf.partial_fit(X_train[:3], relabelled)
+    np.testing.assert_array_equal(clf.memory_y_.numpy()[300:], relabelled)
+    assert clf.n_iter_ == 4
     clf.fit(X_train[:80], y_train[:80])
     assert len(clf.index_) == 80
 
@@ -209,3 +218,26 @@ def test_reliance_curve_measures_the_heads_use_of_the_estimate(digits):
         .reliance_curve_
         is None
     )
+
+
+def test_partial_fit_loop_embeds_the_memory_once_at_the_next_prediction(digits, monkeypatch):
+    X_train, X_test, y_train, _ = digits
+    clf = SemiparametricClassifier(random_state=0)
+    clf.partial_fit(X_train, y_train, classes=np.arange(10))
+    embedded = []
+    original = SemiparametricClassifier._embed_rows
+
+    def spy(self, X, network=None):
+        embedded.append(X.shape[0])
+        return original(self, X, network)
+
+    monkeypatch.setattr(SemiparametricClassifier, "_embed_rows", spy)
+    for _ in range(3):
+        clf.partial_fit(X_train, y_train)
+    assert embedded == []
+    before = clf.__dict__.copy()
+    clf.predict(X_test)
+    assert embedded == [len(X_train)]
+    assert clf.__dict__ == before  # the index is cached without changing the estimator's attributes
+    clf.predict(X_test)
+    assert embedded == [len(X_train)]
