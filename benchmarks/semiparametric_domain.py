@@ -6,9 +6,9 @@ the available classes. Then we train it on k examples of unseen classes ("new do
 CIFAR-10 ... allowing multiple iterations over the training data in the second domain"):
 
 - All ten classes are declared up front (``partial_fit(classes=range(10))`` on the first domain,
-  then ``fit`` with ``warm_start`` and early stopping to convergence). The first domain is the
-  training images of classes 0-4, less a reserve of ``RESERVE`` images per class that are never
-  trained on in the first domain.
+  then ``fit`` with ``warm_start`` to convergence: early stopping on 20% of the data, patience
+  10). The first domain is the training images of classes 0-4, less a reserve of ``RESERVE``
+  images per class that are never trained on in the first domain.
 - Second domain, separately for each k in ``K``: k training images of each class 5-9 ("new"), or
   k of each class 0-9 ("expanded"; the old classes' images come from the reserve), the same images
   for all three modes. A copy of the converged model makes ``PASSES[dataset]`` passes over them,
@@ -134,7 +134,8 @@ def _task(dataset: str, seed: int, quick: bool, data_dir: str | None) -> list[di
     rows: list[dict[str, Any]] = []
     for mode in MODES:
         clf = SemiparametricClassifier(
-            mode, **NETWORKS[dataset], batch_size=100, early_stopping=True, n_iter_no_change=5,
+            mode, **NETWORKS[dataset], batch_size=100, early_stopping=True, validation_fraction=0.2,
+            n_iter_no_change=10,
             device="cpu", random_state=seed,
         )  # fmt: skip
         with warnings.catch_warnings():
