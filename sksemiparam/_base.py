@@ -359,9 +359,10 @@ class TorchEstimatorBase(BaseEstimator):
                     loss = self._loss(xb, yb, ids.to(device))
                     if self.ewc_lambda > 0 and self.ewc_state_:
                         loss = loss + self._ewc_penalty()
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
+                    if loss.requires_grad:  # e.g. not for a one-row batch of in-batch neighbour votes
+                        optimizer.zero_grad(set_to_none=True)
+                        loss.backward()
+                        optimizer.step()
                     self._after_step(xb, yb, ids)
                     total += float(loss.detach()) * ids.shape[0]
                 epoch_loss = total / n
@@ -548,8 +549,8 @@ def _encode_labels(y, classes) -> np.ndarray:
     unseen = np.setdiff1d(unique_labels(y), classes)
     if unseen.size:
         raise ValueError(
-            f"`y` has classes not in `self.classes_`. `self.classes_` has {list(classes)}. "
-            f"'y' has {list(unique_labels(y))}."
+            f"`y` has classes not in `self.classes_`. `self.classes_` has {classes.tolist()}. "
+            f"'y' has {unique_labels(y).tolist()}."
         )
     return np.searchsorted(classes, y).astype(np.int64)
 
@@ -601,8 +602,8 @@ class TorchClassifierBase(ClassifierMixin, TorchEstimatorBase):
             if classes is not None:
                 if known is not None and not np.array_equal(known, unique_labels(classes)):
                     raise ValueError(
-                        f"`classes={classes!r}` is not the same as on last call to partial_fit, "
-                        f"was: {known!r}"
+                        f"`classes={np.asarray(classes).tolist()!r}` is not the same as on last call "
+                        f"to partial_fit, was: {known.tolist()!r}"
                     )
                 new_classes = unique_labels(classes) if known is None else known
             else:
@@ -615,7 +616,8 @@ class TorchClassifierBase(ClassifierMixin, TorchEstimatorBase):
             new_classes = unique_labels(y)
             if len(new_classes) < 2:
                 raise ValueError(
-                    f"`y` has only one class ({new_classes[0]!r}); a classifier needs at least 2 classes"
+                    f"`y` has only one class ({new_classes[0].item()!r}); a classifier needs at least 2 "
+                    "classes"
                 )
         else:  # warm start
             new_classes = self.classes_

@@ -223,22 +223,29 @@ class NeighborIndex:
         keys = self.keys
         n_keys = keys.shape[0]
         block = max(_EXACT_KEY_BLOCK, k)
+        tie_tolerance = 8 * keys.shape[1] * torch.finfo(keys.dtype).eps
+        key_scale = keys.square().sum(1) * tie_tolerance
         dists, ids = [], []
         for qs in range(0, queries.shape[0], _EXACT_QUERY_BLOCK):
             q = queries[qs : qs + _EXACT_QUERY_BLOCK]
             rows = torch.arange(q.shape[0], device=q.device)
+            q_scale = q.square().sum(1, keepdim=True) * tie_tolerance
             best_d = best_i = None
             for ks in range(0, n_keys, block):
                 d = torch.cdist(q, keys[ks : ks + block]).square_()
+                # cdist's matrix-product formula leaves rounding noise of about dim * eps * (|q|^2 + |k|^2),
+                # which differs with the query's row in the batch: below it a distance is 0, so a query
+                # that duplicates stored keys gets the same neighbours (the lowest ids) in any batch.
+                d.masked_fill_(d <= q_scale + key_scale[ks : ks + block], 0.0)
                 if exclude is not None:
                     # The query's own key, when it falls in this block, is never a neighbour.
                     local = exclude[qs : qs + _EXACT_QUERY_BLOCK] - ks
                     own = (local >= 0) & (local < d.shape[1])
                     d[rows[own], local[own]] = float("inf")
-                d, i = torch.topk(d, min(k, d.shape[1]), dim=1, largest=False, sorted=True)
+                d, i = _smallest(d, min(k, d.shape[1]))
                 i += ks
-                if best_d is not None:  # merge with the best of the earlier blocks
-                    d, pos = torch.topk(torch.cat([best_d, d], 1), k, dim=1, largest=False, sorted=True)
+                if best_d is not None:  # merge with the best of the earlier blocks (lower ids first)
+                    d, pos = _smallest(torch.cat([best_d, d], 1), k)
                     i = torch.cat([best_i, i], 1).gather(1, pos)
                 best_d, best_i = d, i
             dists.append(best_d)
@@ -289,3 +296,19 @@ class NeighborIndex:
     def __repr__(self) -> str:
         backend = getattr(self, "backend_", "unbuilt")
         return f"NeighborIndex(method={self.method!r}, backend={backend!r}, n_keys={len(self)})"
+
+
+def _smallest(d: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k smallest entries of each row of d and their columns, ascending; ties go to the lower column.
+
+    ``torch.topk`` breaks ties arbitrarily (and differently from row to row), so equal queries among
+    duplicated keys could get different neighbours; here the result depends only on the row itself.
+    """
+    kth = torch.topk(d, k, dim=1, largest=False, sorted=True).values[:, -1:]
+    below = d < kth
+    tied = d == kth
+    chosen = below | (tied & (tied.cumsum(1) <= k - below.sum(1, keepdim=True)))
+    cols = chosen.nonzero()[:, 1].view(d.shape[0], k)  # ascending column within each row
+    values = d.gather(1, cols)
+    order = torch.sort(values, dim=1, stable=True).indices
+    return values.gather(1, order), cols.gather(1, order)

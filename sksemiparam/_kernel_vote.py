@@ -119,13 +119,21 @@ class KernelVoteClassifierBase(TorchClassifierBase):
             self.index_.add(keys)
 
     def _set_sigma_from_scale(self):
-        """sigma = the median distance from a centre to its nearest other centre (<= 1000 sampled)."""
+        """sigma = the median distance from a centre to its nearest distinct centre (<= 1000 sampled)."""
         n = len(self.index_)
         if n < 2:
             return  # keep 1.0 until there are two centres
         rows = torch.randperm(n, generator=self._generator)[:1000].to(self.index_.keys.device)
-        sq, _ = self.index_.query(self.index_.keys[rows], 1, exclude=rows)
-        median = float(sq[:, 0].median().clamp_min(1e-12).sqrt())
+        sq, _ = self.index_.query(self.index_.keys[rows], min(n - 1, 16), exclude=rows)
+        # Duplicated rows are at distance 0 from each other: they say nothing about the scale, and a
+        # width of ~0 would turn float rounding into decisive vote differences. Each sampled centre
+        # counts with its nearest centre at a distance > 0 (among its 16 nearest).
+        nonzero = sq > 0
+        found = nonzero.any(1)
+        if not found.any():
+            return  # every sampled centre duplicates others: keep 1.0 until the data say more
+        first = sq[found].gather(1, nonzero[found].int().argmax(1, keepdim=True))
+        median = float(first.median().sqrt())
         with torch.no_grad():
             self.module_.log_sigma.fill_(np.log(median))
         self._sigma_pending = False

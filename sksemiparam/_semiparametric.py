@@ -407,6 +407,9 @@ class _IndexCache:
         self.seed = seed
         self.index = None
 
+    def __getstate__(self):  # a cache: pickles stay small and a prediction does not change them
+        return {"seed": self.seed, "index": None}
+
 
 def _row_digests(X, y):
     """A 128-bit digest of each (row of X, label) pair, to recognise examples already stored."""

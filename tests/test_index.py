@@ -141,3 +141,35 @@ def test_approximate_add_grows_the_graph():
     assert len(index) == 3000
     _, ids = index.query(keys[2500:2600], 1)
     assert (ids[:, 0] == torch.arange(2500, 2600)).float().mean() > 0.95
+
+
+@pytest.mark.parametrize("block", [8, 4096])
+def test_exact_ties_go_to_the_lower_id_whatever_the_query_row(block, monkeypatch):
+    monkeypatch.setattr("sksemiparam._index._EXACT_KEY_BLOCK", block)
+    # Duplicated keys at equal distance: every query, wherever it sits in the batch, gets the same ids.
+    keys = torch.zeros(40, 3)
+    keys[::2] = 1.0
+    index = NeighborIndex("exact").build(keys)
+    queries = torch.full((7, 3), 0.5)
+    for k in (1, 5, 40):
+        d, ids = index.query(queries, k)
+        np.testing.assert_array_equal(ids.numpy(), np.tile(np.arange(k), (7, 1)))
+        assert torch.all(d == 0.75)
+    # Ties with a nearer key: the nearer first, then the tied ones by id, across key blocks.
+    keys[33] = 0.5
+    d, ids = NeighborIndex("exact").build(keys).query(queries, 3)
+    np.testing.assert_array_equal(ids.numpy(), np.tile([33, 0, 1], (7, 1)))
+
+
+def test_a_query_that_duplicates_stored_keys_gets_the_same_neighbours_in_any_batch():
+    # Rounding noise of the matrix-product distance depends on the query's row in the batch; the
+    # duplicates' distances must still tie at 0 (then the lower ids win) wherever the query sits.
+    g = torch.Generator().manual_seed(0)
+    keys = torch.rand(50, 32, generator=g)
+    keys[10:14] = keys[3]
+    index = NeighborIndex("exact").build(keys)
+    batch = torch.rand(300, 32, generator=g)
+    batch[::7] = keys[3]
+    d, ids = index.query(batch, 3)
+    np.testing.assert_array_equal(ids[::7].numpy(), np.tile([3, 10, 11], (len(ids[::7]), 1)))
+    assert torch.all(d[::7] == 0)

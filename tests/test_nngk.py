@@ -210,3 +210,18 @@ def test_sigma_scale_is_the_median_nearest_centre_distance():
     assert clf.module_.sigma.item() == pytest.approx(np.median(dist[:, 1]), rel=1e-4)
     fixed = NNGKClassifier(sigma=2.5, embedding="identity", **{**FAST, "max_epochs": 1}).fit(X, y)
     assert fixed.module_.sigma.item() == pytest.approx(2.5)
+
+
+def test_sigma_scale_ignores_duplicated_centres():
+    X = np.random.default_rng(0).normal(size=(41, 4)).astype(np.float32) * 50
+    y = np.arange(41) % 3
+    dup = NNGKClassifier(embedding="identity", **{**FAST, "max_epochs": 1}).fit(
+        np.repeat(X, 3, 0), np.repeat(y, 3)
+    )
+    plain = NNGKClassifier(embedding="identity", **{**FAST, "max_epochs": 1}).fit(X, y)
+    assert dup.module_.sigma.item() == pytest.approx(plain.module_.sigma.item(), rel=1e-4)
+    # Nothing but duplicates: no scale to measure, the width stays 1.
+    same = NNGKClassifier(embedding="identity", **{**FAST, "max_epochs": 1}).fit(
+        np.zeros((40, 2)), np.arange(40) % 2
+    )
+    assert same.module_.sigma.item() == pytest.approx(1.0)

@@ -1,0 +1,112 @@
+"""Hypothesis properties that hold for every public estimator, whatever finite data it gets.
+
+For any finite float input of 2..60 rows and 1..8 features (|x| <= 1e6), with at least two classes
+for classifiers and any finite target for regressors: fit/predict/predict_proba succeed, the
+probabilities are a distribution, predictions are known classes, a row's prediction does not depend
+on the other rows of the batch or their order, and the same random_state (or a clone refitted)
+gives identical predictions.
+"""
+
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+from sklearn.base import clone, is_classifier
+
+from sksemiparam import (
+    ImpostorClassifier,
+    MbPAClassifier,
+    MetaNeighborhoodsClassifier,
+    MetaNeighborhoodsRegressor,
+    NNGKClassifier,
+    SemiparametricClassifier,
+)
+
+FAST = {"max_epochs": 3, "batch_size": 16, "random_state": 0, "device": "cpu"}
+ESTIMATORS = [
+    *(SemiparametricClassifier(mode, **FAST) for mode in ("semiparametric", "parametric", "nonparametric")),
+    MbPAClassifier(n_neighbors=2, **FAST),
+    MetaNeighborhoodsClassifier(n_entries=8, **FAST),
+    MetaNeighborhoodsRegressor(n_entries=8, **FAST),
+    NNGKClassifier(n_neighbors=2, **FAST),
+    ImpostorClassifier(n_neighbors=2, **FAST),
+]
+IDS = [
+    "semiparametric",
+    "parametric",
+    "nonparametric",
+    "mbpa",
+    "meta-neighborhoods-classifier",
+    "meta-neighborhoods-regressor",
+    "nngk",
+    "impostor",
+]
+# |x| up to 1e6: large enough to stress the arithmetic, small enough that float32 holds the squares.
+VALUES = st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False, width=32)
+SETTINGS = settings(
+    max_examples=12,
+    deadline=None,
+    derandomize=True,  # the same examples in every run: CI cannot flake on a new one
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+
+@st.composite
+def datasets(draw, classifier):
+    n = draw(st.integers(2, 60))
+    d = draw(st.integers(1, 8))
+    X = draw(arrays(np.float64, (n, d), elements=VALUES))
+    if classifier:
+        n_classes = draw(st.integers(2, min(4, n)))
+        y = np.arange(n) % n_classes  # every class present
+        y = draw(st.permutations(y.tolist()))
+        y = np.asarray(y)
+    else:
+        y = draw(arrays(np.float64, n, elements=VALUES))
+    return X, y
+
+
+def _fit(est, X, y):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ConvergenceWarning on 3 epochs
+        return clone(est).fit(X, y)
+
+
+def _outputs(model, X):
+    return model.predict_proba(X) if is_classifier(model) else model.predict(X)
+
+
+@pytest.mark.parametrize("est", ESTIMATORS, ids=IDS)
+def test_any_finite_data_gives_valid_predictions(est):
+    classifier = is_classifier(est)
+
+    @SETTINGS
+    @given(data=datasets(classifier))
+    def check(data):
+        X, y = data
+        model = _fit(est, X, y)
+        pred = model.predict(X)
+        assert pred.shape == (len(X),)
+        if classifier:
+            assert set(np.unique(pred)) <= set(model.classes_)
+            proba = model.predict_proba(X)
+            assert proba.shape == (len(X), len(model.classes_))
+            assert np.all(np.isfinite(proba)) and np.all(proba >= 0) and np.all(proba <= 1)
+            np.testing.assert_allclose(proba.sum(axis=1), 1, rtol=1e-6)
+        else:
+            assert np.all(np.isfinite(pred))
+
+        # A row's output does not depend on the other rows of the batch or their order.
+        out = _outputs(model, X)
+        order = np.random.default_rng(0).permutation(len(X))
+        np.testing.assert_allclose(_outputs(model, X[order]), out[order], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(_outputs(model, X[:1]), out[:1], rtol=1e-4, atol=1e-5)
+
+        # Same random_state, same model; a clone refitted reproduces it.
+        np.testing.assert_array_equal(_outputs(_fit(est, X, y), X), out)
+        np.testing.assert_array_equal(_outputs(_fit(clone(model), X, y), X), out)
+
+    check()
