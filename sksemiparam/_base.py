@@ -16,6 +16,8 @@ progress and persistence.
 from __future__ import annotations
 
 import copy
+import signal
+import threading
 import warnings
 from contextlib import contextmanager
 from numbers import Integral, Real
@@ -270,7 +272,10 @@ class TorchEstimatorBase(BaseEstimator):
     def _fit(self, X, y, *, incremental: bool, classes=None):
         self._validate_params()
         first_pass = not hasattr(self, "module_") or (not self.warm_start and not incremental)
-        saved = {k: self.__dict__[k] for k in ("n_features_in_", "feature_names_in_") if k in self.__dict__}
+        # A call that fails leaves the estimator as it was: a fitted one is restored from this
+        # snapshot, an unfitted one stays unfitted. (KeyboardInterrupt during training is not a
+        # failure: it stops training cleanly, see _train.)
+        snapshot = self._snapshot(deep=not first_pass) if hasattr(self, "module_") else None
         try:
             X, y = validate_data(self, X, y, reset=first_pass, dtype=np.float32, **self._y_checks)
             y_enc, n_outputs = self._validate_targets(
@@ -278,14 +283,19 @@ class TorchEstimatorBase(BaseEstimator):
             )
             self._check_fit_data(X, y_enc, first_pass=first_pass, incremental=incremental)
             device = resolve_device(self.device)
+            self._commit_targets()
+            self._start_training(
+                X, y_enc, n_outputs, first_pass=first_pass, incremental=incremental, device=device
+            )
         except BaseException:
-            # A failed call leaves the estimator as it was.
-            for k in ("n_features_in_", "feature_names_in_"):
-                self.__dict__.pop(k, None)
-            self.__dict__.update(saved)
+            if snapshot is None:
+                self._forget_fit()
+            else:
+                self._restore(snapshot)
             raise
-        self._commit_targets()
+        return self
 
+    def _start_training(self, X, y_enc, n_outputs, *, first_pass, incremental, device):
         if first_pass:
             rng = check_random_state(self.random_state)
             self._generator = torch.Generator().manual_seed(int(rng.randint(0, 2**31 - 1)))
@@ -309,7 +319,33 @@ class TorchEstimatorBase(BaseEstimator):
         self._incremental = incremental  # for hooks: is this call a partial_fit?
         with self._seeded(device):
             self._train(X_t, y_t, incremental=incremental, device=device)
-        return self
+
+    def _snapshot(self, *, deep: bool) -> dict:
+        """The estimator's attributes, to restore after a failed call.
+
+        A new fit replaces every fitted attribute, so a shallow copy keeps the old ones. Continued
+        training (``partial_fit``, warm start) changes the network, the optimizer and some fitted
+        objects in place, so those are copied; top-level tensors (stored examples, labels) are
+        only ever replaced, never written in place, and are shared rather than copied.
+        """
+        if not deep:
+            return dict(self.__dict__)
+        memo = {
+            id(v): v
+            for v in self.__dict__.values()
+            if isinstance(v, torch.Tensor) and not isinstance(v, nn.Parameter)
+        }
+        return copy.deepcopy(self.__dict__, memo)
+
+    def _restore(self, snapshot: dict) -> None:
+        self.__dict__.clear()
+        self.__dict__.update(snapshot)
+
+    def _forget_fit(self) -> None:
+        """Back to unfitted after a first fit failed: the fitted attributes would be half-made."""
+        params = set(self.get_params(deep=False))
+        for name in [k for k in self.__dict__ if k not in params]:
+            del self.__dict__[name]
 
     def _train(self, X: torch.Tensor, y: torch.Tensor, *, incremental: bool, device: torch.device):
         early_stopping = self.early_stopping and not incremental
@@ -342,9 +378,12 @@ class TorchEstimatorBase(BaseEstimator):
             from tqdm.auto import tqdm
 
             progress = tqdm(total=epochs, desc=type(self).__name__, unit="epoch", leave=False)
-        converged = False
+        converged = interrupted = False
+        stop = _InterruptFlag()
         try:
             for epoch in range(epochs):
+                if stop.raised:
+                    break
                 self.module_.train()
                 self._before_epoch(X_train, y_train, epoch)
                 order = torch.randperm(n, generator=self._generator)
@@ -365,6 +404,11 @@ class TorchEstimatorBase(BaseEstimator):
                         optimizer.step()
                     self._after_step(xb, yb, ids)
                     total += float(loss.detach()) * ids.shape[0]
+                    if stop.raised:  # Ctrl-C: stop here, at a batch boundary
+                        break
+                if stop.raised:
+                    interrupted = True
+                    break
                 epoch_loss = total / n
                 self.n_iter_ += 1
                 self._after_epoch(X_train, y_train)
@@ -395,12 +439,21 @@ class TorchEstimatorBase(BaseEstimator):
                     converged = True
                     break
         finally:
+            stop.close()
             if progress is not None:
                 progress.close()
 
         if early_stopping and best_state is not None:
             self.module_.load_state_dict(best_state)
-        if not incremental and not converged:
+        if interrupted:
+            warnings.warn(
+                f"{type(self).__name__}: training interrupted (KeyboardInterrupt) during epoch "
+                f"{self.n_iter_ + 1}; the model is usable and n_iter_={self.n_iter_} counts the "
+                "completed epochs. Press Ctrl-C twice to abort instead.",
+                UserWarning,
+                stacklevel=4,
+            )
+        elif not incremental and not converged:
             warnings.warn(
                 f"{type(self).__name__}: max_epochs={self.max_epochs} reached and the optimization "
                 "has not converged yet.",
@@ -542,6 +595,32 @@ class TorchEstimatorBase(BaseEstimator):
         tags.input_tags.sparse = False
         tags.non_deterministic = False
         return tags
+
+
+class _InterruptFlag:
+    """While training, the first Ctrl-C (SIGINT) sets ``raised`` instead of raising, so the loop stops
+    at the next batch boundary with a usable model (as skorch does); a second Ctrl-C raises
+    KeyboardInterrupt as usual. Only in the main thread, where Python delivers signals, and only
+    when SIGINT has Python's default handler (a handler the user installed is left alone)."""
+
+    def __init__(self):
+        self.raised = False
+        self._previous = None
+        if (
+            threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        ):
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum, frame):
+        if self.raised:
+            raise KeyboardInterrupt
+        self.raised = True
+
+    def close(self):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
 
 
 def _encode_labels(y, classes) -> np.ndarray:

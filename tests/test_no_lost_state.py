@@ -1,0 +1,154 @@
+"""A call that fails mid-training leaves the estimator exactly as before; Ctrl-C stops training cleanly.
+
+Failures are injected from inside the training loop (after a few optimizer steps, when the network,
+the optimizer and the memories have already changed), for every estimator and through
+``partial_fit``, warm-started ``fit`` and a fresh ``fit``.
+"""
+
+import copy
+import signal
+
+import numpy as np
+import pytest
+from sklearn.base import clone, is_classifier
+from sklearn.exceptions import NotFittedError
+
+from sksemiparam import (
+    ImpostorClassifier,
+    MbPAClassifier,
+    MetaNeighborhoodsClassifier,
+    MetaNeighborhoodsRegressor,
+    NNGKClassifier,
+    SemiparametricClassifier,
+)
+
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
+FAST = {"max_epochs": 3, "batch_size": 10, "random_state": 0, "device": "cpu"}
+ESTIMATORS = {
+    "semiparametric": SemiparametricClassifier(**FAST),
+    "mbpa": MbPAClassifier(n_neighbors=4, **FAST),
+    "meta-neighborhoods-classifier": MetaNeighborhoodsClassifier(n_entries=8, **FAST),
+    "meta-neighborhoods-regressor": MetaNeighborhoodsRegressor(n_entries=8, **FAST),
+    "nngk": NNGKClassifier(n_neighbors=4, **FAST),
+    "impostor": ImpostorClassifier(n_neighbors=4, n_add=2, **FAST),
+}
+
+rng = np.random.default_rng(0)
+X = rng.normal(size=(60, 4)).astype(np.float32)
+X_more = rng.normal(size=(30, 4)).astype(np.float32)
+
+
+def _y(est, n):
+    return np.arange(n) % 3 if is_classifier(est) else rng.normal(size=n)
+
+
+class Boom(Exception):
+    pass
+
+
+def _after_steps(est, n_steps, action):
+    """Make ``action()`` run after the ``n_steps``-th optimizer step of the next calls."""
+    original = est._after_step
+    count = [0]
+
+    def hook(*args, **kwargs):
+        original(*args, **kwargs)
+        count[0] += 1
+        if count[0] == n_steps:
+            action()
+
+    est._after_step = hook
+    return lambda: est.__dict__.pop("_after_step", None)
+
+
+def _raise_boom():
+    raise Boom("injected failure")
+
+
+def _outputs(est, X_):
+    return est.predict_proba(X_) if is_classifier(est) else est.predict(X_)
+
+
+@pytest.mark.parametrize("name", list(ESTIMATORS))
+def test_a_call_failing_mid_training_leaves_the_model_as_before(name):
+    est = ESTIMATORS[name]
+    y, y_more = _y(est, 60), _y(est, 30)
+    kwargs = {"classes": [0, 1, 2]} if is_classifier(est) else {}
+    model = clone(est).partial_fit(X, y, **kwargs)
+    twin = copy.deepcopy(model)
+    before = _outputs(model, X)
+    for call in ("partial_fit", "warm fit"):
+        undo = _after_steps(model, 2, _raise_boom)
+        with pytest.raises(Boom):
+            if call == "partial_fit":
+                model.partial_fit(X_more, y_more)
+            else:
+                model.set_params(warm_start=True).fit(X_more, y_more)
+        undo()
+        model.set_params(warm_start=False)
+        np.testing.assert_array_equal(_outputs(model, X), before, err_msg=call)
+        assert model.n_iter_ == twin.n_iter_ and model.loss_curve_ == twin.loss_curve_
+    # Continuing after the failures gives exactly what the twin that never failed gives: the
+    # optimizer state, the random generator and the memories were restored too.
+    model.partial_fit(X_more, y_more)
+    twin.partial_fit(X_more, y_more)
+    np.testing.assert_array_equal(_outputs(model, X), _outputs(twin, X))
+
+
+@pytest.mark.parametrize("name", ["semiparametric", "nngk"])
+def test_a_failed_fit_leaves_a_fitted_model_as_before_and_an_unfitted_one_unfitted(name):
+    est = ESTIMATORS[name]
+    y = _y(est, 60)
+    fresh = clone(est)
+    undo = _after_steps(fresh, 3, _raise_boom)
+    with pytest.raises(Boom):
+        fresh.fit(X, y)
+    undo()
+    with pytest.raises(NotFittedError):
+        fresh.predict(X)
+    assert set(vars(fresh)) == set(fresh.get_params(deep=False))
+    fitted = clone(est).fit(X, y)
+    before = _outputs(fitted, X)
+    undo = _after_steps(fitted, 3, _raise_boom)
+    with pytest.raises(Boom):
+        fitted.fit(X_more[:, :3], y[:30])  # a different task, failing mid-training
+    undo()
+    np.testing.assert_array_equal(_outputs(fitted, X), before)
+    assert fitted.n_features_in_ == 4
+
+
+@pytest.mark.parametrize("name", list(ESTIMATORS))
+def test_ctrl_c_stops_at_a_batch_boundary_with_a_usable_model(name):
+    est = ESTIMATORS[name]
+    y = _y(est, 60)
+    model = clone(est).set_params(max_epochs=5)
+    # 60 rows in batches of 10: step 9 is in the second epoch.
+    undo = _after_steps(model, 9, lambda: signal.raise_signal(signal.SIGINT))
+    with pytest.warns(UserWarning, match=r"interrupted \(KeyboardInterrupt\) during epoch 2.*n_iter_=1"):
+        model.fit(X, y)
+    undo()
+    assert model.n_iter_ == 1 and len(model.loss_curve_) == 1
+    assert np.all(np.isfinite(_outputs(model, X)))
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    # Training goes on from there.
+    model.partial_fit(X, y)
+    assert model.n_iter_ > 1
+
+
+def test_a_second_ctrl_c_aborts_and_leaves_the_model_as_before():
+    est = ESTIMATORS["semiparametric"]
+    y = _y(est, 60)
+    model = clone(est).fit(X, y)
+    before = _outputs(model, X)
+
+    def twice():
+        signal.raise_signal(signal.SIGINT)
+        signal.raise_signal(signal.SIGINT)
+
+    undo = _after_steps(model, 2, twice)
+    with pytest.raises(KeyboardInterrupt):
+        model.partial_fit(X, y)
+    undo()
+    np.testing.assert_array_equal(_outputs(model, X), before)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
