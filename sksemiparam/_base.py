@@ -302,6 +302,7 @@ class TorchEstimatorBase(BaseEstimator):
             self.device_ = device
             with self._seeded(device):
                 self.module_ = self._build_module(X.shape[1], n_outputs).to(device)
+            self._n_outputs = n_outputs  # to rebuild the network when loading a saved model
             self._optimizer = None
             self._optimizer_state = None
             self.n_iter_ = 0
@@ -580,9 +581,18 @@ class TorchEstimatorBase(BaseEstimator):
         state["_optimizer"] = None
         if state.get("_generator") is not None:
             state["_generator"] = self._generator.get_state()
+        from . import __version__
+
+        state["_sksemiparam_version"] = __version__
         return state
 
     def __setstate__(self, state):
+        from . import __version__
+        from .persistence import _check_not_newer
+
+        saved = state.pop("_sksemiparam_version", None)
+        if saved is not None:
+            _check_not_newer(saved, __version__, f"this {type(self).__name__}")
         generator_state = state.get("_generator")
         super().__setstate__(state)
         if isinstance(generator_state, torch.Tensor):
