@@ -113,8 +113,16 @@ def run(quick: bool, data_dir: str | None) -> dict[str, Any]:
     return {"results": results, "summary": _summary(results, seeds)}
 
 
-def _task(dataset: str, seed: int, quick: bool, data_dir: str | None) -> list[dict[str, Any]]:
-    """Both domains, every k and mode, for one data set and seed."""
+def _task(
+    dataset: str, seed: int, quick: bool, data_dir: str | None, variants: dict[str, dict] | None = None
+) -> list[dict[str, Any]]:
+    """Both domains, every k and model variant (default: the three modes), for one data set and seed.
+
+    ``variants`` maps a label (recorded as the row's ``mode``) to SemiparametricClassifier
+    parameters, ``mode`` included.
+    """
+    if variants is None:
+        variants = {mode: {"mode": mode} for mode in MODES}
     import warnings
 
     import torch
@@ -142,9 +150,9 @@ def _task(dataset: str, seed: int, quick: bool, data_dir: str | None) -> list[di
         for k in K
     }
     rows: list[dict[str, Any]] = []
-    for mode in MODES:
+    for mode, params in variants.items():
         clf = SemiparametricClassifier(
-            mode, **NETWORKS[dataset], batch_size=100, early_stopping=True, validation_fraction=0.2,
+            **params, **NETWORKS[dataset], batch_size=100, early_stopping=True, validation_fraction=0.2,
             n_iter_no_change=10,
             device="cpu", random_state=seed,
         )  # fmt: skip
@@ -182,16 +190,16 @@ def _task(dataset: str, seed: int, quick: bool, data_dir: str | None) -> list[di
     return rows
 
 
-def _summary(results, seeds):
+def _summary(results, seeds, modes=MODES, datasets=tuple(PASSES)):
     summary: dict[str, Any] = {
         "seeds": seeds,
         "k": list(K),
         "passes": {d: list(p) for d, p in PASSES.items()},
         "cifar_split": f"4000-image subset, {CIFAR_TEST_SIZE} test images (stratified, seed 0)",
     }
-    for dataset in PASSES:
+    for dataset in datasets:
         last = max(PASSES[dataset])
-        for mode in MODES:
+        for mode in modes:
             accs = [
                 r["old"]
                 for r in results

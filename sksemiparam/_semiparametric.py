@@ -63,6 +63,13 @@ class SemiparametricClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin
     head_layer_sizes : tuple of int, default=()
         Hidden widths of the classifier head. ``()`` is a single linear layer (the paper's MNIST
         head); the paper's CIFAR head is ``(128, 128)``.
+    neighbor_skip : float or None, default=None
+        ``"semiparametric"`` mode only; not in the paper. A float adds ``s * c'`` to the head's
+        logits, with ``s`` a learnable scalar starting at this value: the neighbour estimate of
+        class a feeds class a's logit directly, so the model can predict a class its head has never
+        been trained on as soon as stored examples of it are retrieved (new classes arriving
+        through ``partial_fit``). ``None``: the paper's model, where the head must learn how to use
+        each class's estimate. See the ``semiparametric-domain`` benchmark.
     index : {"auto", "exact", "approximate"}, default="auto"
         Nearest-neighbour search over the stored embeddings at prediction: exact (torch), an
         approximate pynndescent graph, or exact below 300,000 stored examples and approximate
@@ -168,6 +175,7 @@ class SemiparametricClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin
         "tau": [Interval(Real, 0, None, closed="neither")],
         "n_neighbors": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"}), None],
         "head_layer_sizes": ["array-like"],
+        "neighbor_skip": [Interval(Real, 0, None, closed="left"), None],
         "index": [StrOptions({"auto", "exact", "approximate"})],
     }
 
@@ -182,6 +190,7 @@ class SemiparametricClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin
         embedding_dim=32,
         image_shape=None,
         head_layer_sizes=(),
+        neighbor_skip=None,
         index="auto",
         max_epochs=100,
         batch_size=100,
@@ -220,6 +229,7 @@ class SemiparametricClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin
         self.tau = tau
         self.n_neighbors = n_neighbors
         self.head_layer_sizes = head_layer_sizes
+        self.neighbor_skip = neighbor_skip
         self.index = index
 
     # ------------------------------------------------------------------ hooks
@@ -248,6 +258,7 @@ class SemiparametricClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin
             mode=self.mode,
             tau=self.tau,
             head_layer_sizes=tuple(self.head_layer_sizes),
+            neighbor_skip=self.neighbor_skip,
         )
 
     def _loss(self, X, y, ids):

@@ -241,3 +241,41 @@ def test_partial_fit_loop_embeds_the_memory_once_at_the_next_prediction(digits, 
     assert clf.__dict__ == before  # the index is cached without changing the estimator's attributes
     clf.predict(X_test)
     assert embedded == [len(X_train)]
+
+
+def test_neighbor_skip_adds_the_scaled_estimate_to_the_logits():
+    torch.manual_seed(0)
+    from sksemiparam.nn import SemiparametricNet
+
+    net = SemiparametricNet(
+        embedding=torch.nn.Identity(), embedding_dim=3, n_classes=4, neighbor_skip=2.5
+    ).double()
+    v = torch.randn(5, 3, dtype=torch.float64)
+    est = torch.softmax(torch.randn(5, 4, dtype=torch.float64), 1)
+    expected = torch.log_softmax(net.head(torch.cat([v, est], 1)) + 2.5 * est, 1)
+    torch.testing.assert_close(net.output(v, est), expected)
+    assert net.neighbor_skip.requires_grad  # learnable
+    plain = SemiparametricNet(embedding=torch.nn.Identity(), embedding_dim=3, n_classes=4)
+    assert plain.neighbor_skip is None
+    assert (
+        SemiparametricNet(
+            embedding=torch.nn.Identity(), embedding_dim=3, n_classes=4, mode="parametric", neighbor_skip=1.0
+        ).neighbor_skip
+        is None
+    )  # no estimate to skip
+
+
+def test_neighbor_skip_predicts_a_class_from_stored_examples_alone(digits):
+    # Classes 5-9 declared but never trained on: with the skip, a few stored examples of them are
+    # enough to predict them; without it the head has no way to map their estimate to their logits.
+    X_train, X_test, y_train, y_test = digits
+    old, new_test = y_train < 5, y_test >= 5
+    scores = {}
+    for skip in (None, 20.0):
+        clf = SemiparametricClassifier(neighbor_skip=skip, random_state=0, max_epochs=1)
+        clf.partial_fit(X_train[old], y_train[old], classes=np.arange(10))
+        clf.set_params(warm_start=True, max_epochs=40).fit(X_train[old], y_train[old])
+        few = np.concatenate([np.flatnonzero(y_train == c)[:10] for c in range(5, 10)])
+        clf.set_params(learning_rate=1e-12).partial_fit(X_train[few], y_train[few])  # store, barely train
+        scores[skip] = clf.score(X_test[new_test], y_test[new_test])
+    assert scores[None] < 0.05 and scores[20.0] > 0.25

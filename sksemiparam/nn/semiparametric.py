@@ -30,6 +30,9 @@ class SemiparametricNet(nn.Module):
         Exponent of the weights w_ij = d_ij^-tau on squared distances d_ij.
     head_layer_sizes : sequence of int
         Hidden widths of the classifier head; ``()`` is one linear layer (the paper's MNIST head).
+    neighbor_skip : float or None
+        ``"semiparametric"`` mode: add ``s * c'`` to the head's logits, with ``s`` a learnable
+        scalar starting at this value (not in the paper; None: the paper's model).
     """
 
     def __init__(
@@ -41,6 +44,7 @@ class SemiparametricNet(nn.Module):
         mode: str = "semiparametric",
         tau: float = 2.0,
         head_layer_sizes: Sequence[int] = (),
+        neighbor_skip: float | None = None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"`mode` must be one of {MODES}, got {mode!r}")
@@ -62,6 +66,9 @@ class SemiparametricNet(nn.Module):
                 width = h
             layers.append(nn.Linear(width, n_classes))
             self.head = nn.Sequential(*layers)
+        self.neighbor_skip = None
+        if mode == "semiparametric" and neighbor_skip is not None:
+            self.neighbor_skip = nn.Parameter(torch.tensor(float(neighbor_skip)))
 
     def __getstate__(self):
         state = super().__getstate__().copy()
@@ -101,7 +108,10 @@ class SemiparametricNet(nn.Module):
             # step"; trained with cross-entropy on that estimate, clamped so log(0) stays finite.
             return torch.log(estimate.clamp_min(_MIN_PROBA))
         features = v if self.mode == "parametric" else torch.cat([v, estimate], dim=1)
-        return torch.log_softmax(self.head(features), dim=1)
+        logits = self.head(features)
+        if self.neighbor_skip is not None:
+            logits = logits + self.neighbor_skip * estimate
+        return torch.log_softmax(logits, dim=1)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Training forward pass: log-probabilities with in-batch neighbour estimates."""
