@@ -336,11 +336,23 @@ class TorchEstimatorBase(BaseEstimator):
             for v in self.__dict__.values()
             if isinstance(v, torch.Tensor) and not isinstance(v, nn.Parameter)
         }
-        return copy.deepcopy(self.__dict__, memo)
+        # The generator is kept as its state: deep-copying a torch.Generator leaks ~3 KB a copy
+        # (torch 2.13; measured by the stream-memory benchmark), once per partial_fit call.
+        generator = self.__dict__.get("_generator")
+        if generator is not None:
+            memo[id(generator)] = generator
+        snapshot = copy.deepcopy(self.__dict__, memo)
+        if generator is not None:
+            snapshot["__generator_state__"] = generator.get_state()
+        return snapshot
 
     def _restore(self, snapshot: dict) -> None:
+        snapshot = dict(snapshot)
+        generator_state = snapshot.pop("__generator_state__", None)
         self.__dict__.clear()
         self.__dict__.update(snapshot)
+        if generator_state is not None:
+            self._generator.set_state(generator_state)
 
     def _forget_fit(self) -> None:
         """Back to unfitted after a first fit failed: the fitted attributes would be half-made."""
