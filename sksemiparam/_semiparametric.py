@@ -14,6 +14,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from ._base import TorchClassifierBase
 from ._index import NeighborIndex
 from .nn import SemiparametricNet, pairwise_sq_distances, soft_neighbor_class_estimate
+from .nn.semiparametric import resolvable_sq_distances
 
 # "auto" n_neighbors: this many stored neighbours, or all of them when fewer are stored.
 _AUTO_NEIGHBORS = 32
@@ -386,7 +387,12 @@ class SemiparametricClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin
             estimate = torch.cat(
                 [
                     soft_neighbor_class_estimate(
-                        pairwise_sq_distances(v[s : s + step], keys),
+                        resolvable_sq_distances(
+                            pairwise_sq_distances(v[s : s + step], keys),
+                            v[s : s + step].square().sum(1)[:, None],
+                            keys.square().sum(1)[None, :],
+                            v.shape[1],
+                        ),
                         self.memory_y_,
                         module.n_classes,
                         module.tau,

@@ -15,6 +15,21 @@ MODES = ("semiparametric", "parametric", "nonparametric")
 _MIN_PROBA = 1e-12
 
 
+def resolvable_sq_distances(
+    sq: torch.Tensor, q_sq_norm: torch.Tensor, k_sq_norm: torch.Tensor, dim: int
+) -> torch.Tensor:
+    """Squared distances raised to the float resolution of the vectors they separate.
+
+    A query's embedding carries rounding of ~eps relative to its norm (more or less of it when the
+    row is computed alone or in a batch), so squared distances below ~dim * eps * (|q|^2 + |k|^2)
+    are rounding; under w = d^-tau such differences would still decide the vote. They all count as
+    that floor, i.e. as equally near. ``q_sq_norm`` (n, 1), ``k_sq_norm`` (n, m) or (1, m), ``dim``
+    the embedding size. (The same tolerance as the exact neighbour search's.)
+    """
+    tol = 8 * dim * torch.finfo(sq.dtype).eps
+    return torch.maximum(sq, (q_sq_norm + k_sq_norm) * tol)
+
+
 class SemiparametricNet(nn.Module):
     """Embedding v = f(x), neighbour estimate c' over labelled neighbours, classifier on [v, c'].
 
@@ -99,6 +114,9 @@ class SemiparametricNet(nn.Module):
         distances are recomputed here, so gradients reach ``v``.
         """
         sq = (v[:, None, :] - neighbor_keys).square().sum(-1)
+        sq = resolvable_sq_distances(
+            sq, v.square().sum(1)[:, None], neighbor_keys.square().sum(-1), v.shape[1]
+        )
         return soft_neighbor_class_estimate(sq, neighbor_labels, self.n_classes, self.tau)
 
     def output(self, v: torch.Tensor, estimate: torch.Tensor | None) -> torch.Tensor:
