@@ -15,14 +15,7 @@ import scipy.sparse as sp
 from sklearn.base import clone, is_classifier
 from sklearn.utils._param_validation import Interval
 
-from sksemiparam import (
-    ImpostorClassifier,
-    MbPAClassifier,
-    MetaNeighborhoodsClassifier,
-    MetaNeighborhoodsRegressor,
-    NNGKClassifier,
-    SemiparametricClassifier,
-)
+from tests._estimators import fast_estimators
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning"),
@@ -31,15 +24,16 @@ pytestmark = [
 ]
 
 FAST = {"max_epochs": 2, "random_state": 0, "device": "cpu"}
-ESTIMATORS = {
-    "semiparametric": SemiparametricClassifier(**FAST),
-    "nonparametric": SemiparametricClassifier("nonparametric", **FAST),
-    "mbpa": MbPAClassifier(**FAST),
-    "meta-neighborhoods-classifier": MetaNeighborhoodsClassifier(n_entries=8, **FAST),
-    "meta-neighborhoods-regressor": MetaNeighborhoodsRegressor(n_entries=8, **FAST),
-    "nngk": NNGKClassifier(n_neighbors=4, **FAST),
-    "impostor": ImpostorClassifier(n_neighbors=4, **FAST),
-}
+ESTIMATORS = fast_estimators(
+    "semiparametric",
+    "nonparametric",
+    "mbpa",
+    "meta-neighborhoods-classifier",
+    "meta-neighborhoods-regressor",
+    "nngk",
+    "impostor",
+    **FAST,
+)
 
 rng = np.random.default_rng(0)
 X = rng.normal(size=(40, 4)).astype(np.float32)

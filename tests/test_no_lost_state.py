@@ -13,26 +13,20 @@ import pytest
 from sklearn.base import clone, is_classifier
 from sklearn.exceptions import NotFittedError
 
-from sksemiparam import (
-    ImpostorClassifier,
-    MbPAClassifier,
-    MetaNeighborhoodsClassifier,
-    MetaNeighborhoodsRegressor,
-    NNGKClassifier,
-    SemiparametricClassifier,
-)
+from tests._estimators import fast_estimators
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
 FAST = {"max_epochs": 3, "batch_size": 10, "random_state": 0, "device": "cpu"}
-ESTIMATORS = {
-    "semiparametric": SemiparametricClassifier(**FAST),
-    "mbpa": MbPAClassifier(n_neighbors=4, **FAST),
-    "meta-neighborhoods-classifier": MetaNeighborhoodsClassifier(n_entries=8, **FAST),
-    "meta-neighborhoods-regressor": MetaNeighborhoodsRegressor(n_entries=8, **FAST),
-    "nngk": NNGKClassifier(n_neighbors=4, **FAST),
-    "impostor": ImpostorClassifier(n_neighbors=4, n_add=2, **FAST),
-}
+ESTIMATORS = fast_estimators(
+    "semiparametric",
+    "mbpa",
+    "meta-neighborhoods-classifier",
+    "meta-neighborhoods-regressor",
+    "nngk",
+    "impostor",
+    **FAST,
+)
 
 rng = np.random.default_rng(0)
 X = rng.normal(size=(60, 4)).astype(np.float32)

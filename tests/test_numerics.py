@@ -9,27 +9,21 @@ import numpy as np
 import pytest
 from sklearn.base import clone, is_classifier
 
-from sksemiparam import (
-    ImpostorClassifier,
-    MbPAClassifier,
-    MetaNeighborhoodsClassifier,
-    MetaNeighborhoodsRegressor,
-    NNGKClassifier,
-    SemiparametricClassifier,
-)
+from tests._estimators import fast_estimators
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
 FAST = {"max_epochs": 4, "batch_size": 16, "random_state": 0, "device": "cpu"}
-ESTIMATORS = {
-    "semiparametric": SemiparametricClassifier(**FAST),
-    "nonparametric": SemiparametricClassifier("nonparametric", **FAST),
-    "mbpa": MbPAClassifier(n_neighbors=4, **FAST),
-    "meta-neighborhoods-classifier": MetaNeighborhoodsClassifier(n_entries=8, **FAST),
-    "meta-neighborhoods-regressor": MetaNeighborhoodsRegressor(n_entries=8, **FAST),
-    "nngk": NNGKClassifier(n_neighbors=4, **FAST),
-    "impostor": ImpostorClassifier(n_neighbors=4, n_add=2, **FAST),
-}
+ESTIMATORS = fast_estimators(
+    "semiparametric",
+    "nonparametric",
+    "mbpa",
+    "meta-neighborhoods-classifier",
+    "meta-neighborhoods-regressor",
+    "nngk",
+    "impostor",
+    **FAST,
+)
 # The kernel setting of each estimator pushed to its extreme.
 EXTREME = {
     "semiparametric": {"tau": 50.0},

@@ -18,29 +18,24 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from sklearn.base import clone, is_classifier
 
-from sksemiparam import (
-    ImpostorClassifier,
-    MbPAClassifier,
-    MetaNeighborhoodsClassifier,
-    MetaNeighborhoodsRegressor,
-    NNGKClassifier,
-    SemiparametricClassifier,
-)
+from sksemiparam import SemiparametricClassifier
 from sksemiparam.persistence import load, save
+from tests._estimators import fast_estimators
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
 FAST = {"max_epochs": 3, "batch_size": 16, "random_state": 0, "device": "cpu"}
-ESTIMATORS = {
-    "semiparametric": SemiparametricClassifier(**FAST),
-    "parametric": SemiparametricClassifier("parametric", **FAST),
-    "mbpa": MbPAClassifier(n_neighbors=4, **FAST),
-    "meta-neighborhoods-classifier": MetaNeighborhoodsClassifier(n_entries=8, **FAST),
-    "meta-neighborhoods-regressor": MetaNeighborhoodsRegressor(n_entries=8, **FAST),
-    "nngk": NNGKClassifier(n_neighbors=4, **FAST),
-    "impostor": ImpostorClassifier(n_neighbors=4, n_add=2, **FAST),
-    "impostor-pq": ImpostorClassifier(n_neighbors=4, quantize="pq", pq_subspaces=4, **FAST),
-}
+ESTIMATORS = fast_estimators(
+    "semiparametric",
+    "parametric",
+    "mbpa",
+    "meta-neighborhoods-classifier",
+    "meta-neighborhoods-regressor",
+    "nngk",
+    "impostor",
+    "impostor-pq",
+    **FAST,
+)
 
 rng = np.random.default_rng(0)
 X = rng.normal(size=(64, 8)).astype(np.float32)

@@ -17,25 +17,10 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from sklearn.base import clone, is_classifier
 
-from sksemiparam import (
-    ImpostorClassifier,
-    MbPAClassifier,
-    MetaNeighborhoodsClassifier,
-    MetaNeighborhoodsRegressor,
-    NNGKClassifier,
-    SemiparametricClassifier,
-)
+from tests._estimators import fast_estimators
 
 FAST = {"max_epochs": 3, "batch_size": 16, "random_state": 0, "device": "cpu"}
-ESTIMATORS = [
-    *(SemiparametricClassifier(mode, **FAST) for mode in ("semiparametric", "parametric", "nonparametric")),
-    MbPAClassifier(n_neighbors=2, **FAST),
-    MetaNeighborhoodsClassifier(n_entries=8, **FAST),
-    MetaNeighborhoodsRegressor(n_entries=8, **FAST),
-    NNGKClassifier(n_neighbors=2, **FAST),
-    ImpostorClassifier(n_neighbors=2, **FAST),
-]
-IDS = [
+ROSTER = fast_estimators(
     "semiparametric",
     "parametric",
     "nonparametric",
@@ -44,7 +29,10 @@ IDS = [
     "meta-neighborhoods-regressor",
     "nngk",
     "impostor",
-]
+    n_neighbors=2,
+    **FAST,
+)  # n_neighbors=2: the smallest data set has 2 rows
+ESTIMATORS, IDS = list(ROSTER.values()), list(ROSTER)
 # Entries in [-1, 1] times a scale up to 1e6: large enough to stress the arithmetic, small enough that
 # float32 holds the squares.
 VALUES = st.floats(-1.0, 1.0, allow_nan=False, allow_infinity=False, width=32)
