@@ -74,7 +74,7 @@ def save(estimator, path) -> None:
     cls = type(estimator)
     if (cls.__module__, cls.__name__) not in _ALLOWED:
         raise TypeError(f"save() stores sksemiparam estimators; got {cls.__module__}.{cls.__name__}")
-    tensors: dict[str, torch.Tensor] = {}
+    store = _TensorStore()
     state = estimator.__getstate__()
     module = state.pop("module_", None)
     header = {
@@ -82,11 +82,10 @@ def save(estimator, path) -> None:
         "format_version": FORMAT_VERSION,
         "sksemiparam_version": __version__,
         "class": [cls.__module__, cls.__name__],
-        "state": _encode(state, tensors, "state"),
-        "module": None if module is None else _encode(module.state_dict(), tensors, "module"),
+        "state": _encode(state, store, "state"),
+        "module": None if module is None else _encode(module.state_dict(), store, "module"),
     }
-    tensors = {k: v for k, v in tensors.items() if not k.startswith("__")}
-    save_file(tensors, str(path), metadata={"sksemiparam": json.dumps(header, allow_nan=False)})
+    save_file(store.tensors, str(path), metadata={"sksemiparam": json.dumps(header, allow_nan=False)})
 
 
 def load(path):
@@ -173,7 +172,7 @@ def _rebuild_module(estimator, state_dict: dict) -> nn.Module:
 
 
 # ------------------------------------------------------------------------ JSON + tensors encoding
-def _encode(obj: Any, tensors: dict, path: str) -> Any:
+def _encode(obj: Any, store: _TensorStore, path: str) -> Any:
     if obj is None or isinstance(obj, (bool, str)):
         return obj
     if isinstance(obj, int) and not isinstance(obj, bool):
@@ -181,17 +180,15 @@ def _encode(obj: Any, tensors: dict, path: str) -> Any:
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else {"__float__": repr(obj)}
     if isinstance(obj, torch.Tensor):
-        return {"__tensor__": _store(obj, tensors, path), "parameter": isinstance(obj, nn.Parameter)}
+        return {"__tensor__": store.add(obj, path), "parameter": isinstance(obj, nn.Parameter)}
     if isinstance(obj, np.ndarray):
         if obj.dtype.kind in "biuf":
-            key = f"{path}#{len(tensors)}"
-            tensors[key] = torch.from_numpy(np.ascontiguousarray(obj))
-            return {"__ndarray__": key}
+            return {"__ndarray__": store.add(torch.from_numpy(np.ascontiguousarray(obj)), path)}
         if obj.dtype.kind in "UO" and all(isinstance(v, (str, int, float)) for v in obj.ravel()):
             return {"__ndarray_list__": obj.tolist(), "dtype": obj.dtype.str, "shape": list(obj.shape)}
         raise TypeError(f"cannot store the array at {path} (dtype {obj.dtype}) without pickle")
     if isinstance(obj, np.generic):
-        return {"__npscalar__": _encode(obj.item(), tensors, path), "dtype": obj.dtype.str}
+        return {"__npscalar__": _encode(obj.item(), store, path), "dtype": obj.dtype.str}
     if isinstance(obj, torch.device):
         return {"__device__": str(obj)}
     if isinstance(obj, torch.dtype):
@@ -201,18 +198,17 @@ def _encode(obj: Any, tensors: dict, path: str) -> Any:
     if isinstance(obj, (list, tuple, set, frozenset)):
         kind = {list: "__list__", tuple: "__tuple__", set: "__set__", frozenset: "__set__"}[type(obj)]
         items = sorted(obj) if isinstance(obj, (set, frozenset)) else obj
-        return {kind: [_encode(v, tensors, f"{path}[{i}]") for i, v in enumerate(items)]}
+        return {kind: [_encode(v, store, f"{path}[{i}]") for i, v in enumerate(items)]}
     if isinstance(obj, dict):
         return {
             "__dict__": [
-                [_encode(k, tensors, f"{path}.key"), _encode(v, tensors, f"{path}.{k}")]
-                for k, v in obj.items()
+                [_encode(k, store, f"{path}.key"), _encode(v, store, f"{path}.{k}")] for k, v in obj.items()
             ]
         }
     cls = type(obj)
     if (cls.__module__, cls.__name__) in _ALLOWED:
         state = obj.__getstate__() if hasattr(obj, "__getstate__") else vars(obj)
-        return {"__object__": [cls.__module__, cls.__name__], "state": _encode(state, tensors, path)}
+        return {"__object__": [cls.__module__, cls.__name__], "state": _encode(state, store, path)}
     if callable(obj):
         raise TypeError(
             f"cannot store {path} = {obj!r} without pickle (a callable, e.g. your own `embedding` "
@@ -221,22 +217,30 @@ def _encode(obj: Any, tensors: dict, path: str) -> Any:
     raise TypeError(f"cannot store {path} of type {cls.__module__}.{cls.__name__} without pickle")
 
 
-def _store(t: torch.Tensor, tensors: dict, path: str) -> str:
-    """Key of tensor ``t`` in the file. One tensor object referenced twice (e.g. a memory's keys and
-    the index over them) is stored once and comes back as one object; a different tensor sharing its
-    storage (a view) is stored as a copy, as safetensors holds no views."""
-    ids = tensors.setdefault("__ids__", {})
-    if id(t) in ids:
-        return ids[id(t)][0]
-    key = f"{path}#{len(ids)}"
-    data = t.detach().cpu()
-    storages = tensors.setdefault("__storages__", set())
-    if data.untyped_storage().data_ptr() in storages or not data.is_contiguous():
-        data = data.clone()
-    storages.add(data.untyped_storage().data_ptr())
-    tensors[key] = data
-    ids[id(t)] = (key, t)  # holding t keeps its id from being reused by another tensor
-    return key
+class _TensorStore:
+    """The tensors of a file being written, each under one key.
+
+    One tensor object referenced twice (e.g. a memory's keys and the index over them) is stored
+    once and comes back as one object; a different tensor sharing its storage (a view) is stored
+    as a copy, as safetensors holds no views.
+    """
+
+    def __init__(self):
+        self.tensors: dict[str, torch.Tensor] = {}
+        self._keys: dict[int, tuple[str, torch.Tensor]] = {}  # holding the tensor keeps its id unique
+        self._storages: set[int] = set()
+
+    def add(self, t: torch.Tensor, path: str) -> str:
+        if id(t) in self._keys:
+            return self._keys[id(t)][0]
+        key = f"{path}#{len(self._keys)}"
+        data = t.detach().cpu()
+        if data.untyped_storage().data_ptr() in self._storages or not data.is_contiguous():
+            data = data.clone()
+        self._storages.add(data.untyped_storage().data_ptr())
+        self.tensors[key] = data
+        self._keys[id(t)] = (key, t)
+        return key
 
 
 def _decode(obj: Any, tensors: dict) -> Any:
