@@ -8,7 +8,8 @@ Every estimator here that retrieves neighbours goes through this one small inter
 
 Distances are squared Euclidean. Two backends sit behind it:
 
-- ``"exact"``: torch, on the keys' device, chunked ``cdist`` + ``topk``, so memory stays bounded;
+- ``"exact"``: torch, on the keys' device, chunked ``cdist`` + ``topk``, so memory stays bounded, then
+  the candidates re-scored in float64 and ranked by (distance, id);
 - ``"approximate"``: a pynndescent nearest-neighbour graph. pynndescent (and numba) are imported only
   here, on first use: their JIT compilation costs tens of seconds in every new process.
 
@@ -34,6 +35,10 @@ AUTO_THRESHOLD = 300_000
 # distances), merging the running top-k across key blocks, so its cost stays linear in N.
 _EXACT_QUERY_BLOCK = 1024
 _EXACT_KEY_BLOCK = 16384
+# Float32 candidates re-scored in float64 per query beyond the k requested, and the size (elements)
+# of the float64 difference blocks of rows that need scoring against every key.
+_RESCORE_MARGIN = 16
+_FLOAT64_ELEMENTS = 1 << 22
 
 
 def _check_2d(name: str, x: torch.Tensor) -> torch.Tensor:
@@ -220,37 +225,90 @@ class NeighborIndex:
         return self._query_approximate(queries, k, exclude)
 
     def _query_exact(self, queries, k, exclude):
+        """Exact search in two stages: float32 ``cdist`` finds candidates, float64 ranks them.
+
+        ``cdist``'s matrix-product formula leaves rounding noise of about dim * eps * (|q|^2 + |k|^2)
+        that depends on where a query sits in its batch, so on its own it ranks near-ties and
+        duplicated keys by noise. The ``k + _RESCORE_MARGIN`` float32 candidates are therefore
+        re-scored as float64 sums of squared differences (exact for float32 inputs to ~1e-16, and
+        identical keys get identical distances), ranked by (distance, id). Where a key outside the
+        candidates could still rank among the k (many keys within the float32 noise of the k-th,
+        e.g. duplicated keys), the whole row is scored in float64 instead.
+        """
         keys = self.keys
         n_keys = keys.shape[0]
-        block = max(_EXACT_KEY_BLOCK, k)
-        tie_tolerance = 8 * keys.shape[1] * torch.finfo(keys.dtype).eps
-        key_scale = keys.square().sum(1) * tie_tolerance
+        available = n_keys - (1 if exclude is not None else 0)
+        n_candidates = min(available, k + _RESCORE_MARGIN)
+        eps = torch.finfo(keys.dtype).eps
+        noise = 8 * keys.shape[1] * eps  # float32 cdist's error, relative to |q|^2 + |k|^2
+        same = keys.shape[1] * (4 * eps) ** 2  # below this (relative) two embeddings are one row
+        key_norms = keys.double().square().sum(1)
         dists, ids = [], []
         for qs in range(0, queries.shape[0], _EXACT_QUERY_BLOCK):
             q = queries[qs : qs + _EXACT_QUERY_BLOCK]
-            rows = torch.arange(q.shape[0], device=q.device)
-            q_scale = q.square().sum(1, keepdim=True) * tie_tolerance
-            best_d = best_i = None
-            for ks in range(0, n_keys, block):
-                d = torch.cdist(q, keys[ks : ks + block]).square_()
-                # cdist's matrix-product formula leaves rounding noise of about dim * eps * (|q|^2 + |k|^2),
-                # which differs with the query's row in the batch: below it a distance is 0, so a query
-                # that duplicates stored keys gets the same neighbours (the lowest ids) in any batch.
-                d.masked_fill_(d <= q_scale + key_scale[ks : ks + block], 0.0)
-                if exclude is not None:
-                    # The query's own key, when it falls in this block, is never a neighbour.
-                    local = exclude[qs : qs + _EXACT_QUERY_BLOCK] - ks
-                    own = (local >= 0) & (local < d.shape[1])
-                    d[rows[own], local[own]] = float("inf")
-                d, i = _smallest(d, min(k, d.shape[1]))
-                i += ks
-                if best_d is not None:  # merge with the best of the earlier blocks (lower ids first)
-                    d, pos = _smallest(torch.cat([best_d, d], 1), k)
-                    i = torch.cat([best_i, i], 1).gather(1, pos)
-                best_d, best_i = d, i
-            dists.append(best_d)
-            ids.append(best_i)
+            own = None if exclude is None else exclude[qs : qs + _EXACT_QUERY_BLOCK]
+            d32, cand = self._exact_candidates(q, n_candidates, own)
+            q64 = q.double()
+            q_norms = q64.square().sum(1, keepdim=True)
+            d64 = _sq_distances64(q64, keys, cand)
+            d64 = _snap_to_zero(d64, same * (q_norms + key_norms[cand]))
+            d, i = _rank(d64, cand, k)
+            if n_candidates < available:
+                # A key left out has a float32 distance >= the last candidate's, so a true distance
+                # >= that minus the noise; if that could reach the k-th, score the whole row.
+                floor = d32[:, -1].double() - noise * (q_norms[:, 0] + key_norms.max())
+                unsure = (floor <= d[:, -1]).nonzero()[:, 0]
+                if unsure.numel():
+                    d_all, i_all = self._exact_float64_rows(
+                        q64[unsure], k, None if own is None else own[unsure], key_norms, same
+                    )
+                    d[unsure], i[unsure] = d_all, i_all
+            dists.append(d.to(keys.dtype))
+            ids.append(i)
         return torch.cat(dists), torch.cat(ids)
+
+    def _exact_candidates(self, q, n_candidates, own):
+        """The ``n_candidates`` smallest float32 ``cdist`` distances of each query, over key blocks."""
+        keys = self.keys
+        block = max(_EXACT_KEY_BLOCK, n_candidates)
+        rows = torch.arange(q.shape[0], device=q.device)
+        best_d = best_i = None
+        for ks in range(0, keys.shape[0], block):
+            d = torch.cdist(q, keys[ks : ks + block]).square_()
+            if own is not None:  # the query's own key, when it falls in this block, is never a neighbour
+                local = own - ks
+                mine = (local >= 0) & (local < d.shape[1])
+                d[rows[mine], local[mine]] = float("inf")
+            d, i = _smallest(d, min(n_candidates, d.shape[1]))
+            i += ks
+            if best_d is not None:
+                d, pos = _smallest(torch.cat([best_d, d], 1), n_candidates)
+                i = torch.cat([best_i, i], 1).gather(1, pos)
+            best_d, best_i = d, i
+        return best_d, best_i
+
+    def _exact_float64_rows(self, q64, k, own, key_norms, same):
+        """The k nearest keys of each row of ``q64`` with every distance computed in float64."""
+        keys = self.keys
+        rows = torch.arange(q64.shape[0], device=q64.device)
+        block = max(k, _FLOAT64_ELEMENTS // max(q64.shape[0] * keys.shape[1], 1))
+        q_norms = q64.square().sum(1, keepdim=True)
+        best_d = best_i = None
+        for ks in range(0, keys.shape[0], block):
+            chunk = torch.arange(ks, min(ks + block, keys.shape[0]), device=q64.device)
+            d = _sq_distances64(q64, keys, chunk.expand(q64.shape[0], -1))
+            d = _snap_to_zero(d, same * (q_norms + key_norms[chunk]))
+            if own is not None:
+                local = own - ks
+                mine = (local >= 0) & (local < d.shape[1])
+                d[rows[mine], local[mine]] = float("inf")
+            d, i = _smallest(d, min(k, d.shape[1]))
+            i += ks
+            if best_d is not None:  # earlier blocks hold the lower ids: ties keep them first
+                d, pos = _smallest(torch.cat([best_d, d], 1), k)
+                i = torch.cat([best_i, i], 1).gather(1, pos)
+            best_d, best_i = d, i
+        return best_d, best_i
 
     def _query_approximate(self, queries, k, exclude):
         if self._graph is None or self._graph_size != len(self):
@@ -312,3 +370,29 @@ def _smallest(d: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     values = d.gather(1, cols)
     order = torch.sort(values, dim=1, stable=True).indices
     return values.gather(1, order), cols.gather(1, order)
+
+
+def _sq_distances64(q64: torch.Tensor, keys: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """Squared distances (float64) from each row of ``q64`` to ``keys[ids[row]]``, as sums of squared
+    differences: no cancellation, and a key's distance does not depend on where it or the query sits."""
+    out = torch.empty(ids.shape, dtype=torch.float64, device=q64.device)
+    step = max(1, _FLOAT64_ELEMENTS // max(ids.shape[1] * keys.shape[1], 1))
+    for s in range(0, ids.shape[0], step):
+        diff = keys[ids[s : s + step]].double() - q64[s : s + step, None, :]
+        out[s : s + step] = diff.square_().sum(-1)
+    return out
+
+
+def _snap_to_zero(d: torch.Tensor, tolerance: torch.Tensor) -> torch.Tensor:
+    """Distances within ``tolerance`` are 0: a query that duplicates stored keys up to float32
+    rounding (its embedding computed at another position in a batch, where BLAS rounds differently:
+    ~1e-7 relative per coordinate) ties with all of them at 0."""
+    return d.masked_fill_(d <= tolerance, 0.0)
+
+
+def _rank(d: torch.Tensor, ids: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k entries of each row with the smallest (distance, id)."""
+    by_id = ids.argsort(1)
+    d, ids = d.gather(1, by_id), ids.gather(1, by_id)
+    order = torch.sort(d, dim=1, stable=True).indices[:, :k]
+    return d.gather(1, order), ids.gather(1, order)

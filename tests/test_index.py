@@ -173,3 +173,33 @@ def test_a_query_that_duplicates_stored_keys_gets_the_same_neighbours_in_any_bat
     d, ids = index.query(batch, 3)
     np.testing.assert_array_equal(ids[::7].numpy(), np.tile([3, 10, 11], (len(ids[::7]), 1)))
     assert torch.all(d[::7] == 0)
+
+
+def test_exact_ranks_as_float64_where_float32_distances_cannot():
+    # Keys and queries far from the origin: cdist's |q|^2 + |k|^2 - 2 q.k cancels to noise of ~20
+    # while the distances (~0.01, far above float32 resolution) differ; float64 re-scoring ranks them.
+    g = torch.Generator().manual_seed(0)
+    keys = 1000 + torch.rand(200, 8, generator=g) * 0.05
+    queries = 999.99 + torch.rand(300, 8, generator=g) * 0.05
+    dist, ids = NeighborIndex("exact").build(keys).query(queries, 5)
+    bd, bi = brute_force(keys.double().numpy(), queries.double().numpy(), 5)
+    np.testing.assert_array_equal(ids.numpy(), bi)
+    np.testing.assert_allclose(dist.numpy(), bd, rtol=1e-6)
+
+
+@pytest.mark.parametrize("exclude", [False, True])
+def test_keys_tied_beyond_the_candidates_are_ranked_over_all_keys(exclude, monkeypatch):
+    # 60 copies of a key, more than the float32 candidates kept: the k chosen must still be the
+    # lowest ids among all copies, not among the copies that survived the float32 stage.
+    monkeypatch.setattr("sksemiparam._index._EXACT_KEY_BLOCK", 32)
+    g = torch.Generator().manual_seed(1)
+    keys = torch.rand(300, 16, generator=g)
+    keys[100:160] = keys[7]
+    queries = torch.rand(50, 16, generator=g)
+    queries[::5] = keys[7] + 0.25
+    own = torch.full((50,), 100) if exclude else None
+    dist, ids = NeighborIndex("exact").build(keys).query(queries, 4, exclude=own)
+    expected = [7, 101, 102, 103] if exclude else [7, 100, 101, 102]
+    np.testing.assert_array_equal(ids[::5].numpy(), np.tile(expected, (10, 1)))
+    bd, bi = brute_force(keys.double().numpy(), queries.double().numpy(), 4, own.numpy() if exclude else None)
+    np.testing.assert_array_equal(ids.numpy(), bi)
