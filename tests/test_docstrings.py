@@ -39,7 +39,8 @@ def _fitted_attributes(estimator):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for params in ({}, {"early_stopping": True, "validation_fraction": 0.25, "ewc_lambda": 1.0}):
-            est = estimator.__class__(**{**estimator.get_params(), **params, "max_epochs": 2, "random_state": 0})
+            params = {**estimator.get_params(), **params, "max_epochs": 2, "random_state": 0}
+            est = estimator.__class__(**params)
             est.fit(X, y)
             est.end_task(X, y)
             est.partial_fit(X, y)
@@ -87,6 +88,6 @@ def test_every_fitted_attribute_is_documented(name):
     missing = sorted(found - set(documented))
     assert not missing, f"{type(estimator).__name__}: fitted attributes without a docstring entry: {missing}"
     stale = sorted(set(documented) - found)
-    assert not stale, f"{type(estimator).__name__}: documented attributes a fitted model does not have: {stale}"
+    assert not stale, f"{type(estimator).__name__}: documented attributes no fitted model has: {stale}"
     empty = sorted(a for a, (_, desc) in documented.items() if not desc)
     assert not empty, f"{type(estimator).__name__}: attributes without a description: {empty}"
