@@ -99,17 +99,25 @@ class ImpostorClassifier(KernelVoteClassifierBase):
     Parameters
     ----------
     centers : {"loose", "tied", "fixed"}, default="loose"
+        ``"loose"``: the centres are parameters trained with the network (the paper's impostors).
+        ``"tied"``: c_i = f_theta(x_i), recomputed every ``refresh_every`` epochs (NNGK without
+        importance weights). ``"fixed"``: c_i = f_theta0(x_i) from the untrained network.
     center_reg : float, default=1.0
         lambda of eq. (8) (``"loose"`` only).
     n_neighbors : int or None, default=32
+        k, the centres that vote for each query. None: all centres.
     sigma : float or "scale", default="scale"
         Kernel width; ``"scale"`` as in ``NNGKClassifier``. In use: ``module_.sigma``.
     learn_sigma : bool, default=False
+        Train sigma (in log space) with the network.
     refresh_every : int, default=1
         Epochs between rebuilds of the index over the centres (and, for ``"tied"``, recomputation
         of the centres).
     index : {"auto", "exact", "approximate"}, default="auto"
+        Search structure over the centres (exact below 300,000 centres with ``"auto"``).
     quantize : {None, "pq"}, default=None
+        ``"pq"``: after training, store each centre as ``pq_subspaces`` bytes (product
+        quantisation) and score queries against the decoded centres. None: float32 centres.
     pq_subspaces : int, default=16
         Bytes per quantised centre; must divide the embedding dimension.
     pq_rotation : bool, default=False
@@ -125,14 +133,52 @@ class ImpostorClassifier(KernelVoteClassifierBase):
         Apply eq. (13) to the neighbours of added and dropped centres.
     finetune_epochs : int, default=1
         Passes over the slice after adding and dropping (with ``n_add`` set).
-    embedding, hidden_layer_sizes, embedding_dim, image_shape, max_epochs, batch_size, learning_rate, \
-weight_decay, early_stopping, validation_fraction, n_iter_no_change, tol, warm_start, ewc_lambda, \
-device, random_state, verbose
-        As in ``NNGKClassifier``.
+    embedding : {"mlp", "conv", "identity"} or callable, default="mlp"
+        f_theta: ``"mlp"``, the Appendix-B ``"conv"`` image network (needs ``image_shape``),
+        ``"identity"`` (the features themselves) or ``factory(n_features, embedding_dim) ->
+        torch.nn.Module``. Its last layer has no ReLU, as in ``NNGKClassifier``.
+    hidden_layer_sizes : tuple of int, default=(128,)
+        Hidden widths of the ``"mlp"`` embedding.
+    embedding_dim : int, default=64
+        Size of the embedding, and of a centre before quantisation.
+    image_shape : tuple of int, default=None
+        ``(channels, height, width)`` of the flattened images in X, for ``embedding="conv"``.
+    max_epochs : int, default=100
+        Maximum passes over the data in ``fit``.
+    batch_size : int, default=100
+        Mini-batch size.
+    learning_rate : float, default=1e-3
+        AdamW step size.
+    weight_decay : float, default=0.0
+        AdamW decoupled weight decay.
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the data (stratified) and stop when its accuracy has not
+        improved by ``tol`` for ``n_iter_no_change`` epochs; the best model is kept.
+    validation_fraction : float, default=0.1
+        Share of the training data held out with ``early_stopping``.
+    n_iter_no_change : int, default=10
+        Epochs without improvement (of the training loss, or the validation score with early
+        stopping) before ``fit`` stops.
+    tol : float, default=1e-4
+        Smallest change of the training loss (or the validation score) that counts as an
+        improvement.
+    warm_start : bool, default=False
+        ``fit`` continues from the current weights instead of starting afresh.
+    ewc_lambda : float, default=0.0
+        Strength of the elastic-weight-consolidation penalty that ``end_task`` sets up for
+        continual learning with ``partial_fit``; 0 turns it off.
+    device : str, default="auto"
+        ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the estimator's own torch generator (initialisation, shuffling, dropout); the same
+        seed and data give identical predictions on the CPU. Global RNGs are never touched.
+    verbose : int, default=0
+        0 silent, 1 a progress bar over epochs, 2 one line per epoch.
 
     Attributes
     ----------
     classes_ : ndarray of shape (n_classes,)
+        Class labels.
     module_ : KernelVoteNet
         The embedding, sigma, and (``"loose"``) the centres ``module_.centers``.
     centers_X_ : Tensor (n_centers, n_features)
@@ -142,14 +188,32 @@ device, random_state, verbose
     center_targets_ : Tensor (n_centers, n_classes)
         Each centre's label as a class distribution (one-hot until redistribution moves it).
     index_ : NeighborIndex
+        Search structure over the centres (float32), for training and ``explain``.
     quantizer_ : ProductQuantizer or None
         With ``quantize="pq"``.
-    codes_ : ndarray (n_centers, pq_subspaces), uint8, or None
+    codes_ : ndarray of shape (n_centers, pq_subspaces), dtype uint8, or None
+        The quantised centres, one byte per sub-space (with ``quantize="pq"``).
     bytes_per_center_ : int
         Storage of one centre: ``pq_subspaces`` quantised, else 4 x embedding dimension.
-    n_features_in_, feature_names_in_, device_, n_iter_, loss_curve_, best_loss_, validation_scores_, \
-best_validation_score_, ewc_state_
-        As in every sksemiparam estimator.
+    n_features_in_ : int
+        Number of features seen during ``fit``.
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
+        Names of the features seen during ``fit``; defined only when X has feature names that are
+        all strings.
+    device_ : torch.device
+        Device the module is on.
+    n_iter_ : int
+        Epochs run.
+    loss_curve_ : list of float
+        Mean training loss of each epoch.
+    best_loss_ : float
+        Lowest training loss seen.
+    validation_scores_ : list of float or None
+        Validation accuracy after each epoch of the last ``fit`` with ``early_stopping``.
+    best_validation_score_ : float or None
+        Best of ``validation_scores_``.
+    ewc_state_ : list of (dict, dict)
+        Per task consolidated by ``end_task``: the anchor parameters and their Fisher diagonal.
 
     References
     ----------

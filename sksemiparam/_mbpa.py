@@ -70,28 +70,68 @@ class MbPAClassifier(TorchClassifierBase):
         Hidden widths of the output network g, whose parameters adapt; ``()`` is a linear layer.
     index : {"auto", "exact", "approximate"}, default="auto"
         Neighbour search over the memory (exact below 300,000 entries with "auto").
-    max_epochs, batch_size, learning_rate, weight_decay, early_stopping, validation_fraction, \
-n_iter_no_change, tol, warm_start, ewc_lambda, device, random_state, verbose
-        Training, as for every sksemiparam estimator (see ``SemiparametricClassifier``).
-        ``ewc_lambda`` > 0 with ``end_task`` gives the paper's MbPA + EWC combination.
+    max_epochs : int, default=100
+        Maximum passes over the data in ``fit``.
+    batch_size : int, default=100
+        Mini-batch size.
+    learning_rate : float, default=1e-3
+        AdamW step size.
+    weight_decay : float, default=0.0
+        AdamW decoupled weight decay.
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the data (stratified) and stop when its accuracy has not
+        improved by ``tol`` for ``n_iter_no_change`` epochs; the best model is kept.
+    validation_fraction : float, default=0.1
+        Share of the training data held out with ``early_stopping``.
+    n_iter_no_change : int, default=10
+        Epochs without improvement (of the training loss, or the validation score with early
+        stopping) before ``fit`` stops.
+    tol : float, default=1e-4
+        Smallest change of the training loss (or the validation score) that counts as an
+        improvement.
+    warm_start : bool, default=False
+        ``fit`` continues from the current weights instead of starting afresh.
+    ewc_lambda : float, default=0.0
+        Strength of the elastic-weight-consolidation penalty that ``end_task`` sets up for
+        continual learning with ``partial_fit``; 0 turns it off. With ``end_task``, gives the
+        paper's MbPA + EWC combination.
+    device : str, default="auto"
+        ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the estimator's own torch generator (initialisation, shuffling, dropout); the same
+        seed and data give identical predictions on the CPU. Global RNGs are never touched.
+    verbose : int, default=0
+        0 silent, 1 a progress bar over epochs, 2 one line per epoch.
 
     Attributes
     ----------
     classes_ : ndarray of shape (n_classes,)
+        Class labels.
     n_features_in_ : int
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Number of features seen during ``fit``.
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
+        Names of the features seen during ``fit``; defined only when X has feature names that are
+        all strings.
     module_ : MbPANet
+        The trained torch module: the embedding f and the output network g.
     memory_ : EpisodicMemory
         The episodic memory; ``len(memory_)`` is the number of stored entries.
     index_ : NeighborIndex
         Search structure over the memory's keys, refreshed at the end of every fit/partial_fit.
     device_ : torch.device
+        Device the module is on.
     n_iter_ : int
+        Epochs run.
     loss_curve_ : list of float
+        Mean training loss of each epoch.
     best_loss_ : float
+        Lowest training loss seen.
     validation_scores_ : list of float or None
+        Validation accuracy after each epoch of the last ``fit`` with ``early_stopping``.
     best_validation_score_ : float or None
+        Best of ``validation_scores_``.
     ewc_state_ : list of (dict, dict)
+        Per task consolidated by ``end_task``: the anchor parameters and their Fisher diagonal.
 
     See Also
     --------

@@ -109,22 +109,72 @@ class MetaNeighborhoodsRegressor(_MetaNeighborhoodsMixin, TorchRegressorBase):
         Hidden widths of f_phi (the paper: 3 dense layers of 128).
     embedding : {"identity", "mlp", "conv"} or callable, default="identity"
         Where the keys live: ``"identity"``, the input space (the paper's regression setting).
-    hidden_layer_sizes, embedding_dim, image_shape
-        Of a non-identity embedding, as in every sksemiparam estimator.
-    max_epochs, batch_size, learning_rate, weight_decay, early_stopping, validation_fraction, \
-n_iter_no_change, tol, warm_start, ewc_lambda, device, random_state, verbose
-        Training, as in every sksemiparam estimator (AdamW, the paper's optimiser); ``batch_size``
-        defaults to the paper's 128. With ``early_stopping`` the score is R^2.
+    hidden_layer_sizes : tuple of int, default=(128,)
+        Hidden widths of the ``"mlp"`` embedding.
+    embedding_dim : int, default=32
+        Size of the embedding (ignored with ``"identity"``).
+    image_shape : tuple of int, default=None
+        ``(channels, height, width)`` of the flattened images in X, for ``embedding="conv"``.
+    max_epochs : int, default=100
+        Maximum passes over the data in ``fit``.
+    batch_size : int, default=128
+        Mini-batch size. The paper's value.
+    learning_rate : float, default=1e-3
+        AdamW step size.
+    weight_decay : float, default=0.0
+        AdamW decoupled weight decay.
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the data and stop when its R^2 has not
+        improved by ``tol`` for ``n_iter_no_change`` epochs; the best model is kept.
+    validation_fraction : float, default=0.1
+        Share of the training data held out with ``early_stopping``.
+    n_iter_no_change : int, default=10
+        Epochs without improvement (of the training loss, or the validation score with early
+        stopping) before ``fit`` stops.
+    tol : float, default=1e-4
+        Smallest change of the training loss (or the validation score) that counts as an
+        improvement.
+    warm_start : bool, default=False
+        ``fit`` continues from the current weights instead of starting afresh.
+    ewc_lambda : float, default=0.0
+        Strength of the elastic-weight-consolidation penalty that ``end_task`` sets up for
+        continual learning with ``partial_fit``; 0 turns it off.
+    device : str, default="auto"
+        ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the estimator's own torch generator (initialisation, shuffling, dropout); the same
+        seed and data give identical predictions on the CPU. Global RNGs are never touched.
+    verbose : int, default=0
+        0 silent, 1 a progress bar over epochs, 2 one line per epoch.
 
     Attributes
     ----------
     module_ : MetaNeighborhoodsNet
+        The trained torch module: the dictionary (``module_.keys``, ``module_.values``), f_phi and
+        alpha.
     n_outputs_ : int
-    y_mean_, y_scale_ : ndarray of shape (n_outputs_,)
+        Number of targets (1 for a 1-d y).
+    y_mean_, y_scale_ : ndarray of shape (`n_outputs_`,)
         The target standardisation.
-    n_features_in_, feature_names_in_, device_, n_iter_, loss_curve_, best_loss_, validation_scores_, \
-best_validation_score_, ewc_state_
-        As in every sksemiparam estimator.
+    n_features_in_ : int
+        Number of features seen during ``fit``.
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
+        Names of the features seen during ``fit``; defined only when X has feature names that are
+        all strings.
+    device_ : torch.device
+        Device the module is on.
+    n_iter_ : int
+        Epochs run.
+    loss_curve_ : list of float
+        Mean training loss of each epoch.
+    best_loss_ : float
+        Lowest training loss seen.
+    validation_scores_ : list of float or None
+        Validation R^2 after each epoch of the last ``fit`` with ``early_stopping``.
+    best_validation_score_ : float or None
+        Best of ``validation_scores_``.
+    ewc_state_ : list of (dict, dict)
+        Per task consolidated by ``end_task``: the anchor parameters and their Fisher diagonal.
 
     References
     ----------
@@ -234,12 +284,17 @@ class MetaNeighborhoodsClassifier(_MetaNeighborhoodsMixin, TorchClassifierBase):
     Parameters
     ----------
     n_entries : int, default=1000
+        S, the number of dictionary entries.
     gamma : float, default=5.0
         Attention temperature (the paper's classification value).
     similarity : {"cosine", "euclidean"}, default="cosine"
+        Eq. (12) or eq. (11).
     n_inner_steps : int, default=1
+        Inner gradient steps per query; 0 gives the plain output network.
     inner_lr : {"scalar", "diagonal"}, default="scalar"
+        alpha as one learnable scalar, or one learnable rate per parameter entry of f_phi.
     inner_lr_init : float, default=0.1
+        Initial alpha.
     first_order : bool, default=False
         Ignore second derivatives in phi through the inner step (cheaper); the dictionary and alpha
         still learn through it.
@@ -256,19 +311,69 @@ class MetaNeighborhoodsClassifier(_MetaNeighborhoodsMixin, TorchClassifierBase):
     embedding : {"mlp", "conv"} or callable, default="mlp"
         The encoder mu (``"conv"``: the Appendix-B image network, with ``image_shape``).
     hidden_layer_sizes : tuple of int, default=(64,)
+        Hidden widths of the ``"mlp"`` encoder.
     embedding_dim : int, default=32
+        Size of the features z, the space of the dictionary keys.
     image_shape : tuple of int, default=None
-    max_epochs, batch_size, learning_rate, weight_decay, early_stopping, validation_fraction, \
-n_iter_no_change, tol, warm_start, ewc_lambda, device, random_state, verbose
-        Training, as in every sksemiparam estimator.
+        ``(channels, height, width)`` of the flattened images in X, for ``embedding="conv"``.
+    max_epochs : int, default=100
+        Maximum passes over the data in ``fit``.
+    batch_size : int, default=128
+        Mini-batch size. The paper's value.
+    learning_rate : float, default=1e-3
+        AdamW step size.
+    weight_decay : float, default=0.0
+        AdamW decoupled weight decay.
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the data (stratified) and stop when its accuracy has not
+        improved by ``tol`` for ``n_iter_no_change`` epochs; the best model is kept.
+    validation_fraction : float, default=0.1
+        Share of the training data held out with ``early_stopping``.
+    n_iter_no_change : int, default=10
+        Epochs without improvement (of the training loss, or the validation score with early
+        stopping) before ``fit`` stops.
+    tol : float, default=1e-4
+        Smallest change of the training loss (or the validation score) that counts as an
+        improvement.
+    warm_start : bool, default=False
+        ``fit`` continues from the current weights instead of starting afresh.
+    ewc_lambda : float, default=0.0
+        Strength of the elastic-weight-consolidation penalty that ``end_task`` sets up for
+        continual learning with ``partial_fit``; 0 turns it off.
+    device : str, default="auto"
+        ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the estimator's own torch generator (initialisation, shuffling, dropout); the same
+        seed and data give identical predictions on the CPU. Global RNGs are never touched.
+    verbose : int, default=0
+        0 silent, 1 a progress bar over epochs, 2 one line per epoch.
 
     Attributes
     ----------
     classes_ : ndarray of shape (n_classes,)
+        Class labels.
     module_ : MetaNeighborhoodsNet
-    n_features_in_, feature_names_in_, device_, n_iter_, loss_curve_, best_loss_, validation_scores_, \
-best_validation_score_, ewc_state_
-        As in every sksemiparam estimator.
+        The trained torch module: the encoder mu, the dictionary (``module_.keys``,
+        ``module_.values``), f_phi, alpha and the auxiliary head xi.
+    n_features_in_ : int
+        Number of features seen during ``fit``.
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
+        Names of the features seen during ``fit``; defined only when X has feature names that are
+        all strings.
+    device_ : torch.device
+        Device the module is on.
+    n_iter_ : int
+        Epochs run.
+    loss_curve_ : list of float
+        Mean training loss of each epoch.
+    best_loss_ : float
+        Lowest training loss seen.
+    validation_scores_ : list of float or None
+        Validation accuracy after each epoch of the last ``fit`` with ``early_stopping``.
+    best_validation_score_ : float or None
+        Best of ``validation_scores_``.
+    ewc_state_ : list of (dict, dict)
+        Per task consolidated by ``end_task``: the anchor parameters and their Fisher diagonal.
 
     References
     ----------

@@ -46,16 +46,48 @@ class NNGKClassifier(KernelVoteClassifierBase):
         f_theta (``"conv"``: the Appendix-B image network, with ``image_shape``). Its last layer has
         no ReLU: the centres live in an unconstrained metric space.
     hidden_layer_sizes : tuple of int, default=(128,)
+        Hidden widths of the ``"mlp"`` embedding.
     embedding_dim : int, default=64
+        Size of the embedding, the space of the centres.
     image_shape : tuple of int, default=None
-    max_epochs, batch_size, learning_rate, weight_decay, early_stopping, validation_fraction, \
-n_iter_no_change, tol, warm_start, ewc_lambda, device, random_state, verbose
-        Training, as in every sksemiparam estimator. With ``early_stopping`` the held-out rows are
-        not centres.
+        ``(channels, height, width)`` of the flattened images in X, for ``embedding="conv"``.
+    max_epochs : int, default=100
+        Maximum passes over the data in ``fit``.
+    batch_size : int, default=100
+        Mini-batch size.
+    learning_rate : float, default=1e-3
+        AdamW step size.
+    weight_decay : float, default=0.0
+        AdamW decoupled weight decay.
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the data (stratified) and stop when its accuracy has not
+        improved by ``tol`` for ``n_iter_no_change`` epochs; the best model is kept. The held-out rows are not
+        centres.
+    validation_fraction : float, default=0.1
+        Share of the training data held out with ``early_stopping``.
+    n_iter_no_change : int, default=10
+        Epochs without improvement (of the training loss, or the validation score with early
+        stopping) before ``fit`` stops.
+    tol : float, default=1e-4
+        Smallest change of the training loss (or the validation score) that counts as an
+        improvement.
+    warm_start : bool, default=False
+        ``fit`` continues from the current weights instead of starting afresh.
+    ewc_lambda : float, default=0.0
+        Strength of the elastic-weight-consolidation penalty that ``end_task`` sets up for
+        continual learning with ``partial_fit``; 0 turns it off.
+    device : str, default="auto"
+        ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the estimator's own torch generator (initialisation, shuffling, dropout); the same
+        seed and data give identical predictions on the CPU. Global RNGs are never touched.
+    verbose : int, default=0
+        0 silent, 1 a progress bar over epochs, 2 one line per epoch.
 
     Attributes
     ----------
     classes_ : ndarray of shape (n_classes,)
+        Class labels.
     module_ : KernelVoteNet
         The embedding, sigma and the per-centre log-importance.
     centers_X_ : Tensor of shape (n_centers, n_features)
@@ -64,9 +96,25 @@ n_iter_no_change, tol, warm_start, ewc_lambda, device, random_state, verbose
         Their encoded labels (indices into ``classes_``).
     index_ : NeighborIndex
         The centres' embeddings, as of the last refresh.
-    n_features_in_, feature_names_in_, device_, n_iter_, loss_curve_, best_loss_, validation_scores_, \
-best_validation_score_, ewc_state_
-        As in every sksemiparam estimator.
+    n_features_in_ : int
+        Number of features seen during ``fit``.
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
+        Names of the features seen during ``fit``; defined only when X has feature names that are
+        all strings.
+    device_ : torch.device
+        Device the module is on.
+    n_iter_ : int
+        Epochs run.
+    loss_curve_ : list of float
+        Mean training loss of each epoch.
+    best_loss_ : float
+        Lowest training loss seen.
+    validation_scores_ : list of float or None
+        Validation accuracy after each epoch of the last ``fit`` with ``early_stopping``.
+    best_validation_score_ : float or None
+        Best of ``validation_scores_``.
+    ewc_state_ : list of (dict, dict)
+        Per task consolidated by ``end_task``: the anchor parameters and their Fisher diagonal.
 
     References
     ----------

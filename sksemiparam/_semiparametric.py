@@ -88,10 +88,13 @@ class SemiparametricClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin
         Hold out ``validation_fraction`` of the data (stratified) and stop when its accuracy has not
         improved by ``tol`` for ``n_iter_no_change`` epochs; the best model is kept.
     validation_fraction : float, default=0.1
+        Share of the training data held out with ``early_stopping``.
     n_iter_no_change : int, default=10
         Epochs without improvement (of the training loss, or the validation score with early
         stopping) before ``fit`` stops.
     tol : float, default=1e-4
+        Smallest change of the training loss (or the validation score) that counts as an
+        improvement.
     warm_start : bool, default=False
         ``fit`` continues from the current weights instead of starting afresh.
     ewc_lambda : float, default=0.0
@@ -110,7 +113,8 @@ class SemiparametricClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin
     classes_ : ndarray of shape (n_classes,)
         Class labels.
     n_features_in_ : int
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Number of features seen during ``fit``.
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Defined only when X has feature names that are all strings.
     module_ : SemiparametricNet
         The trained torch module.
