@@ -94,10 +94,9 @@ for (lr, eps), accuracy in val_accuracy.items():
 print(f"chosen: adapt_lr={adapt_lr}, kernel_epsilon={kernel_epsilon}")
 clf.set_params(adapt_lr=adapt_lr, kernel_epsilon=kernel_epsilon)
 
-for inference in ("parametric", "adapt", "memory"):
+for inference in ("parametric", "memory", "adapt"):  # ends in "adapt", MbPA
     clf.set_params(inference=inference)
     print(f"inference={inference!r:<13} test accuracy {clf.score(X_test, y_test):.3f}")
-clf.set_params(inference="adapt")
 
 # %%
 # The probability along the axis, before and after adaptation
