@@ -60,8 +60,9 @@ for mode in modes:
 # %%
 # Accuracy and cost side by side
 # ------------------------------
-# On a problem this easy both networks are near the ceiling; the neighbour estimate costs a
-# nearest-neighbour search inside every training step, hence the longer fit.
+# On a problem this easy both networks are near the ceiling. The neighbour estimate costs the
+# distances between all rows of every training mini-batch (the neighbours during training are the
+# other rows of the batch), hence the longer fit.
 
 fig, (ax_acc, ax_time) = plt.subplots(1, 2, figsize=(8, 2.6), constrained_layout=True)
 colors = ["tab:blue", "tab:gray"]
