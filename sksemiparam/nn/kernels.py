@@ -144,9 +144,11 @@ class _InBatchEstimate(torch.autograd.Function):
         d.clamp_min_(MIN_SQ_DISTANCE).fill_diagonal_(float("inf"))  # j != i
         # Weights relative to the nearest neighbour: the estimate is invariant to a per-row scale,
         # and r = d / d_min >= 1 keeps r^-tau <= 1 (no overflow). r is capped so that r^-tau stays
-        # a normal float: subnormals slow every later CPU operation tens of times.
+        # a normal float: subnormals slow every later CPU operation tens of times. (For tau < ~1 no
+        # float32 r is that large: the cap is then the largest float.)
         d_min = d.amin(1, keepdim=True)
-        r_max = math.exp(min((-math.log(torch.finfo(v.dtype).tiny) - 2.0) / tau, 700.0))
+        finfo = torch.finfo(v.dtype)
+        r_max = min(math.exp(min((-math.log(finfo.tiny) - 2.0) / tau, 700.0)), finfo.max)
         r = d.div_(d_min).fill_diagonal_(1.0).clamp_max_(r_max)
         w = torch.pow(r, -tau, out=pool.take("f1", (n, n), v)).fill_diagonal_(0.0)
         s = w.sum(1, keepdim=True)
