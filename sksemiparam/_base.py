@@ -275,7 +275,7 @@ class TorchEstimatorBase(BaseEstimator):
         # A call that fails leaves the estimator as it was: a fitted one is restored from this
         # snapshot, an unfitted one stays unfitted. (KeyboardInterrupt during training is not a
         # failure: it stops training cleanly, see _train.)
-        snapshot = self._snapshot(deep=not first_pass) if hasattr(self, "module_") else None
+        snapshot = self._snapshot(deep=hasattr(self, "module_") and not first_pass)
         try:
             X, y = validate_data(self, X, y, reset=first_pass, dtype=np.float32, **self._y_checks)
             y_enc, n_outputs = self._validate_targets(
@@ -288,10 +288,7 @@ class TorchEstimatorBase(BaseEstimator):
                 X, y_enc, n_outputs, first_pass=first_pass, incremental=incremental, device=device
             )
         except BaseException:
-            if snapshot is None:
-                self._forget_fit()
-            else:
-                self._restore(snapshot)
+            self._restore(snapshot)
             raise
         return self
 
@@ -324,7 +321,9 @@ class TorchEstimatorBase(BaseEstimator):
     def _snapshot(self, *, deep: bool) -> dict:
         """The estimator's attributes, to restore after a failed call.
 
-        A new fit replaces every fitted attribute, so a shallow copy keeps the old ones. Continued
+        A new fit replaces every fitted attribute, so a shallow copy keeps the old ones (and an unfitted
+        estimator's attributes: only its parameters, or what a caller such as scikit-learn's callback
+        machinery set on it, which must survive the failure). Continued
         training (``partial_fit``, warm start) changes the network, the optimizer and some fitted
         objects in place, so those are copied; top-level tensors (stored examples, labels) are
         only ever replaced, never written in place, and are shared rather than copied.
@@ -353,12 +352,6 @@ class TorchEstimatorBase(BaseEstimator):
         self.__dict__.update(snapshot)
         if generator_state is not None:
             self._generator.set_state(generator_state)
-
-    def _forget_fit(self) -> None:
-        """Back to unfitted after a first fit failed: the fitted attributes would be half-made."""
-        params = set(self.get_params(deep=False))
-        for name in [k for k in self.__dict__ if k not in params]:
-            del self.__dict__[name]
 
     def _train(self, X: torch.Tensor, y: torch.Tensor, *, incremental: bool, device: torch.device):
         early_stopping = self.early_stopping and not incremental

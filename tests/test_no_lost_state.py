@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 from sklearn.base import clone, is_classifier
 from sklearn.exceptions import NotFittedError
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from tests._estimators import fast_estimators
 
@@ -95,13 +97,14 @@ def test_a_failed_fit_leaves_a_fitted_model_as_before_and_an_unfitted_one_unfitt
     est = ESTIMATORS[name]
     y = _y(est, 60)
     fresh = clone(est)
+    fresh._set_by_a_caller = "kept"  # as scikit-learn's callback machinery does inside a Pipeline
     undo = _after_steps(fresh, 3, _raise_boom)
     with pytest.raises(Boom):
         fresh.fit(X, y)
     undo()
     with pytest.raises(NotFittedError):
         fresh.predict(X)
-    assert set(vars(fresh)) == set(fresh.get_params(deep=False))
+    assert set(vars(fresh)) == set(fresh.get_params(deep=False)) | {"_set_by_a_caller"}
     fitted = clone(est).fit(X, y)
     before = _outputs(fitted, X)
     undo = _after_steps(fitted, 3, _raise_boom)
@@ -146,3 +149,14 @@ def test_a_second_ctrl_c_aborts_and_leaves_the_model_as_before():
     undo()
     np.testing.assert_array_equal(_outputs(model, X), before)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+@pytest.mark.parametrize("name", ["semiparametric", "mbpa"])
+def test_a_failed_first_fit_inside_a_pipeline_raises_its_own_error(name):
+    # The failed fit once deleted every attribute but the parameters, also the one scikit-learn's
+    # Pipeline had set, so the user saw an AttributeError about `_parent_callback_ctx` instead.
+    X_nan = X.copy()
+    X_nan[3, 1] = np.nan  # StandardScaler lets NaN through; the estimator refuses it
+    pipe = make_pipeline(StandardScaler(), clone(ESTIMATORS[name]))
+    with pytest.raises(ValueError, match="Input X contains NaN"):
+        pipe.fit(X_nan, _y(ESTIMATORS[name], 60))
