@@ -27,6 +27,9 @@ def test_docs_build_without_warnings(tmp_path):
         **os.environ,
         "SKSEMIPARAM_QUICK": "1",
         "MPLBACKEND": "Agg",
+        # One torch thread, as in the rest of the suite (conftest.py); the examples' small tensors
+        # gain nothing from two, and lose much when the CPU is shared.
+        "OMP_NUM_THREADS": "1",
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
     }
     command = [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html"]
