@@ -146,7 +146,10 @@ class _InBatchEstimate(torch.autograd.Function):
         # and r = d / d_min >= 1 keeps r^-tau <= 1 (no overflow). r is capped so that r^-tau stays
         # a normal float: subnormals slow every later CPU operation tens of times.
         d_min = d.amin(1, keepdim=True)
-        r_max = math.exp(min((-math.log(torch.finfo(v.dtype).tiny) - 2.0) / tau, 700.0))
+        # ... and itself a finite float of v's dtype: for tau < ~1 in float32 the bound above exceeds
+        # float32's largest value, which clamp_max_ refuses.
+        finfo = torch.finfo(v.dtype)
+        r_max = math.exp(min((-math.log(finfo.tiny) - 2.0) / tau, math.log(finfo.max) - 1.0, 700.0))
         r = d.div_(d_min).fill_diagonal_(1.0).clamp_max_(r_max)
         w = torch.pow(r, -tau, out=pool.take("f1", (n, n), v)).fill_diagonal_(0.0)
         s = w.sum(1, keepdim=True)
