@@ -322,6 +322,7 @@ class TorchEstimatorBase(BaseEstimator):
         # snapshot, an unfitted one stays unfitted. (KeyboardInterrupt during training is not a
         # failure: it stops training cleanly, see _train.)
         snapshot = self._snapshot(deep=not first_pass) if hasattr(self, "module_") else None
+        present = set(self.__dict__)
         try:
             X, y = validate_data(self, X, y, reset=first_pass, dtype=np.float32, **self._y_checks)
             y_enc, n_outputs = self._validate_targets(
@@ -336,7 +337,7 @@ class TorchEstimatorBase(BaseEstimator):
                 )
         except BaseException:
             if snapshot is None:
-                self._forget_fit()
+                self._forget_fit(keep=present)
             else:
                 self._restore(snapshot)
             raise
@@ -401,9 +402,15 @@ class TorchEstimatorBase(BaseEstimator):
         if generator_state is not None:
             self._generator.set_state(generator_state)
 
-    def _forget_fit(self) -> None:
-        """Back to unfitted after a first fit failed: the fitted attributes would be half-made."""
-        params = set(self.get_params(deep=False))
+    def _forget_fit(self, keep=()) -> None:
+        """Back to unfitted after a first fit failed: the fitted attributes would be half-made.
+
+        Attributes in ``keep`` (those the estimator had before the call) stay: scikit-learn's
+        meta-estimators set private attributes on an estimator before ``fit`` and delete them after
+        (``_parent_callback_ctx`` in GridSearchCV); removing them turned a failed fit into an
+        AttributeError that hid the real error.
+        """
+        params = set(self.get_params(deep=False)) | set(keep)
         for name in [k for k in self.__dict__ if k not in params]:
             del self.__dict__[name]
 
