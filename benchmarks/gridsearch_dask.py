@@ -1,8 +1,8 @@
 """Grid search wall time: one process, joblib's loky with 2 workers, and a Dask cluster of 2 workers.
 
 A ``GridSearchCV`` of 12 candidates (``tau`` in {0.5, 1, 2, 4} x ``embedding_dim`` in {16, 32,
-64}) x 3 folds = 36 fits of a ``SemiparametricClassifier`` (784-128-d MLP, 3 epochs; 2 under
-``--quick``) on 2,000 MNIST training images (1,000 under ``--quick``), ``refit=False``. It runs
+64}) x 3 folds = 36 fits of a ``SemiparametricClassifier`` (784-128-d MLP, 5 epochs; 3 under
+``--quick``) on 10,000 MNIST training images (2,000 under ``--quick``), ``refit=False``. It runs
 four ways, each in a fresh pool: ``n_jobs=1`` with torch's default threads (what a user gets),
 ``n_jobs=1`` with ``num_threads=1`` (one torch thread, as in every worker below), ``n_jobs=2``
 (joblib's loky backend, which limits each worker to cpu_count / n_jobs threads), and joblib's
@@ -73,7 +73,7 @@ def run(quick: bool, data_dir: str | None) -> dict[str, Any]:
 
     from sksemiparam.datasets import load_mnist
 
-    n_train, epochs = (1000, 2) if quick else (2000, 3)
+    n_train, epochs = (2000, 3) if quick else (10_000, 5)
     X, y = load_mnist(data_dir, subset="train")
     X, y = (X[:n_train] / 255.0).astype(np.float32), y[:n_train]
     n_fits = len(GRID["tau"]) * len(GRID["embedding_dim"]) * N_SPLITS
