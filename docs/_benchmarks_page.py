@@ -23,6 +23,7 @@ SECTIONS = [
     ("ImpostorClassifier", "impostor", ("impostor-",)),
     ("Neighbour search", "neighbor-index", ("index",)),
     ("Training on long streams", "training", ("stream-",)),
+    ("Grid search on a Dask cluster", "training", ("gridsearch-",)),
 ]
 
 ENVIRONMENT_LABELS = {

@@ -72,6 +72,48 @@ def resolve_device(device: str | torch.device) -> torch.device:
     raise ValueError(f"`device`={device!r} is not supported; use 'auto', 'cpu', 'cuda' or 'cuda:N'")
 
 
+def _check_num_threads(num_threads):
+    """``num_threads`` as given when it is None or a positive int; a TypeError or ValueError naming it
+    otherwise (also at predict time, after a ``set_params`` that ``fit`` has not validated)."""
+    if num_threads is None:
+        return None
+    if isinstance(num_threads, bool) or not isinstance(num_threads, Integral):
+        raise TypeError(
+            f"`num_threads` must be a positive int or None, got {num_threads!r} of type "
+            f"{type(num_threads).__name__}; pass e.g. num_threads=1, or None to leave torch's setting alone"
+        )
+    if num_threads < 1:
+        raise ValueError(
+            f"`num_threads`={num_threads!r} must be at least 1; pass a positive int, or None to leave "
+            "torch's setting alone"
+        )
+    return int(num_threads)
+
+
+@contextmanager
+def _torch_threads(estimator):
+    """Run the block with torch's intra-op threads set to ``estimator.num_threads``.
+
+    None (the default) leaves torch alone: ``torch.set_num_threads`` is not called at all, so a
+    worker that already limited its threads (Dask and joblib's loky workers do) keeps them. An int is
+    set for the duration of the block and the previous value restored afterwards, also when the
+    block raises. Nested blocks (``predict`` -> ``predict_proba``) set and restore the same value.
+    A ``with`` block rather than a decorator: a decorator would add a frame, and move where the
+    ``stacklevel`` of the training warnings points.
+    """
+    # getattr: a model pickled before the parameter existed has no attribute.
+    num_threads = _check_num_threads(getattr(estimator, "num_threads", None))
+    previous = torch.get_num_threads() if num_threads is not None else None
+    if num_threads is None or num_threads == previous:
+        yield
+        return
+    torch.set_num_threads(num_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def _tensor_to(obj, device):
     """Move every tensor in a nested structure of dicts, lists and tuples to ``device``."""
     if isinstance(obj, torch.Tensor):
@@ -107,6 +149,7 @@ class TorchEstimatorBase(BaseEstimator):
         "warm_start": ["boolean"],
         "ewc_lambda": [Interval(Real, 0, None, closed="left")],
         "device": [str, torch.device],
+        "num_threads": [Interval(Integral, 1, None, closed="left"), None],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
@@ -134,6 +177,7 @@ class TorchEstimatorBase(BaseEstimator):
         warm_start=False,
         ewc_lambda=0.0,
         device="auto",
+        num_threads=None,
         random_state=None,
         verbose=0,
     ):
@@ -152,6 +196,7 @@ class TorchEstimatorBase(BaseEstimator):
         self.warm_start = warm_start
         self.ewc_lambda = ewc_lambda
         self.device = device
+        self.num_threads = num_threads
         self.random_state = random_state
         self.verbose = verbose
 
@@ -270,6 +315,7 @@ class TorchEstimatorBase(BaseEstimator):
 
     # ------------------------------------------------------------------ fitting
     def _fit(self, X, y, *, incremental: bool, classes=None):
+        _check_num_threads(self.num_threads)  # the message predict gives too, not _validate_params'
         self._validate_params()
         first_pass = not hasattr(self, "module_") or (not self.warm_start and not incremental)
         # A call that fails leaves the estimator as it was: a fitted one is restored from this
@@ -284,9 +330,10 @@ class TorchEstimatorBase(BaseEstimator):
             self._check_fit_data(X, y_enc, first_pass=first_pass, incremental=incremental)
             device = resolve_device(self.device)
             self._commit_targets()
-            self._start_training(
-                X, y_enc, n_outputs, first_pass=first_pass, incremental=incremental, device=device
-            )
+            with _torch_threads(self):
+                self._start_training(
+                    X, y_enc, n_outputs, first_pass=first_pass, incremental=incremental, device=device
+                )
         except BaseException:
             self._restore(snapshot)
             raise
@@ -524,12 +571,13 @@ class TorchEstimatorBase(BaseEstimator):
         self.module_.eval()
         # Per-row gradients, one row at a time: the log-likelihood of a row must not depend on the
         # other rows (true of every estimator's prediction path), and rows are few.
-        for x_i, y_i in zip(X_t, y_t):
-            log_likelihood = self._row_log_likelihood(x_i[None].to(device), y_i.to(device))
-            grads = torch.autograd.grad(log_likelihood, list(params.values()), allow_unused=True)
-            for (n, _), g in zip(params.items(), grads):
-                if g is not None:
-                    fisher[n] += g.square()
+        with _torch_threads(self):
+            for x_i, y_i in zip(X_t, y_t):
+                log_likelihood = self._row_log_likelihood(x_i[None].to(device), y_i.to(device))
+                grads = torch.autograd.grad(log_likelihood, list(params.values()), allow_unused=True)
+                for (n, _), g in zip(params.items(), grads):
+                    if g is not None:
+                        fisher[n] += g.square()
         fisher = {n: f / len(rows) for n, f in fisher.items()}
         anchor = {n: p.detach().clone() for n, p in params.items()}
         self.ewc_state_.append((anchor, fisher))
@@ -751,8 +799,9 @@ class TorchClassifierBase(ClassifierMixin, TorchEstimatorBase):
         ndarray of shape (n_samples, n_classes), float64
             Rows sum to 1; columns in ``classes_`` order.
         """
-        X_t = self._prepare_predict(X)
-        proba = self._forward_all(X_t).double().exp().numpy()
+        with _torch_threads(self):
+            X_t = self._prepare_predict(X)
+            proba = self._forward_all(X_t).double().exp().numpy()
         return proba / proba.sum(axis=1, keepdims=True)
 
     def predict(self, X):
@@ -847,6 +896,7 @@ class TorchRegressorBase(RegressorMixin, TorchEstimatorBase):
 
     def predict(self, X):
         """Predicted targets, shape (n_samples,) or (n_samples, n_outputs) as in ``y``."""
-        X_t = self._prepare_predict(X)
-        out = self._forward_all(X_t).double().numpy() * self.y_scale_ + self.y_mean_
+        with _torch_threads(self):
+            X_t = self._prepare_predict(X)
+            out = self._forward_all(X_t).double().numpy() * self.y_scale_ + self.y_mean_
         return out.ravel() if self._y_one_d else out

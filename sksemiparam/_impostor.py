@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.utils._param_validation import Interval, StrOptions
 
+from ._base import _torch_threads
 from ._kernel_vote import KernelVoteClassifierBase
 from ._pq import ProductQuantizer
 from .nn.kernels import pairwise_sq_distances
@@ -169,6 +170,11 @@ class ImpostorClassifier(KernelVoteClassifierBase):
         continual learning with ``partial_fit``; 0 turns it off.
     device : str, default="auto"
         ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+    num_threads : int or None, default=None
+        Torch's intra-op threads (``torch.set_num_threads``) during ``fit``, ``partial_fit`` and
+        prediction, restored afterwards. None leaves torch's setting alone, which is right inside
+        joblib and Dask workers (they already set one thread per task); an int is for a single
+        process that should use fewer threads than cores.
     random_state : int, RandomState instance or None, default=None
         Seeds the estimator's own torch generator (initialisation, shuffling, dropout); the same
         seed and data give identical predictions on the CPU. Global RNGs are never touched.
@@ -279,6 +285,7 @@ class ImpostorClassifier(KernelVoteClassifierBase):
         warm_start=False,
         ewc_lambda=0.0,
         device="auto",
+        num_threads=None,
         random_state=None,
         verbose=0,
     ):
@@ -298,6 +305,7 @@ class ImpostorClassifier(KernelVoteClassifierBase):
             warm_start=warm_start,
             ewc_lambda=ewc_lambda,
             device=device,
+            num_threads=num_threads,
             random_state=random_state,
             verbose=verbose,
         )
@@ -544,7 +552,8 @@ class ImpostorClassifier(KernelVoteClassifierBase):
                 f"`pq_subspaces`={self.pq_subspaces} does not divide the embedding dimension {dim}; "
                 "pick a divisor"
             )
-        self._quantize()
+        with _torch_threads(self):
+            self._quantize()
         return self
 
     def _quantize(self):

@@ -19,7 +19,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
-from ._base import TorchClassifierBase
+from ._base import TorchClassifierBase, _torch_threads
 from ._index import NeighborIndex
 
 # Dense mode (n_neighbors=None) scores queries against all centres in chunks of at most this many
@@ -272,7 +272,7 @@ class KernelVoteClassifierBase(TorchClassifierBase):
                 f"`n_neighbors` must be an int in [1, {n_centers}] (the stored centres), got {k!r}"
             )
         X_t = self._prepare_predict(X)
-        with torch.no_grad():
+        with torch.no_grad(), _torch_threads(self):
             z = self._embed_rows(X_t)
             sq, ids = self.index_.query(z, int(k))
             log_w = -sq / (2 * self.module_.sigma**2) + self.module_.log_importance[ids]

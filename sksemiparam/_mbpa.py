@@ -97,6 +97,11 @@ class MbPAClassifier(TorchClassifierBase):
         paper's MbPA + EWC combination.
     device : str, default="auto"
         ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+    num_threads : int or None, default=None
+        Torch's intra-op threads (``torch.set_num_threads``) during ``fit``, ``partial_fit`` and
+        prediction, restored afterwards. None leaves torch's setting alone, which is right inside
+        joblib and Dask workers (they already set one thread per task); an int is for a single
+        process that should use fewer threads than cores.
     random_state : int, RandomState instance or None, default=None
         Seeds the estimator's own torch generator (initialisation, shuffling, dropout); the same
         seed and data give identical predictions on the CPU. Global RNGs are never touched.
@@ -204,6 +209,7 @@ class MbPAClassifier(TorchClassifierBase):
         warm_start=False,
         ewc_lambda=0.0,
         device="auto",
+        num_threads=None,
         random_state=None,
         verbose=0,
     ):
@@ -223,6 +229,7 @@ class MbPAClassifier(TorchClassifierBase):
             warm_start=warm_start,
             ewc_lambda=ewc_lambda,
             device=device,
+            num_threads=num_threads,
             random_state=random_state,
             verbose=verbose,
         )

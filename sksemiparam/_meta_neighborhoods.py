@@ -141,6 +141,11 @@ class MetaNeighborhoodsRegressor(_MetaNeighborhoodsMixin, TorchRegressorBase):
         continual learning with ``partial_fit``; 0 turns it off.
     device : str, default="auto"
         ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+    num_threads : int or None, default=None
+        Torch's intra-op threads (``torch.set_num_threads``) during ``fit``, ``partial_fit`` and
+        prediction, restored afterwards. None leaves torch's setting alone, which is right inside
+        joblib and Dask workers (they already set one thread per task); an int is for a single
+        process that should use fewer threads than cores.
     random_state : int, RandomState instance or None, default=None
         Seeds the estimator's own torch generator (initialisation, shuffling, dropout); the same
         seed and data give identical predictions on the CPU. Global RNGs are never touched.
@@ -220,6 +225,7 @@ class MetaNeighborhoodsRegressor(_MetaNeighborhoodsMixin, TorchRegressorBase):
         warm_start=False,
         ewc_lambda=0.0,
         device="auto",
+        num_threads=None,
         random_state=None,
         verbose=0,
     ):
@@ -239,6 +245,7 @@ class MetaNeighborhoodsRegressor(_MetaNeighborhoodsMixin, TorchRegressorBase):
             warm_start=warm_start,
             ewc_lambda=ewc_lambda,
             device=device,
+            num_threads=num_threads,
             random_state=random_state,
             verbose=verbose,
         )
@@ -342,6 +349,11 @@ class MetaNeighborhoodsClassifier(_MetaNeighborhoodsMixin, TorchClassifierBase):
         continual learning with ``partial_fit``; 0 turns it off.
     device : str, default="auto"
         ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+    num_threads : int or None, default=None
+        Torch's intra-op threads (``torch.set_num_threads``) during ``fit``, ``partial_fit`` and
+        prediction, restored afterwards. None leaves torch's setting alone, which is right inside
+        joblib and Dask workers (they already set one thread per task); an int is for a single
+        process that should use fewer threads than cores.
     random_state : int, RandomState instance or None, default=None
         Seeds the estimator's own torch generator (initialisation, shuffling, dropout); the same
         seed and data give identical predictions on the CPU. Global RNGs are never touched.
@@ -426,6 +438,7 @@ class MetaNeighborhoodsClassifier(_MetaNeighborhoodsMixin, TorchClassifierBase):
         warm_start=False,
         ewc_lambda=0.0,
         device="auto",
+        num_threads=None,
         random_state=None,
         verbose=0,
     ):
@@ -445,6 +458,7 @@ class MetaNeighborhoodsClassifier(_MetaNeighborhoodsMixin, TorchClassifierBase):
             warm_start=warm_start,
             ewc_lambda=ewc_lambda,
             device=device,
+            num_threads=num_threads,
             random_state=random_state,
             verbose=verbose,
         )

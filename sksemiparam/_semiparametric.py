@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from sklearn.base import ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from ._base import TorchClassifierBase
+from ._base import TorchClassifierBase, _torch_threads
 from ._index import NeighborIndex
 from .nn import SemiparametricNet, pairwise_sq_distances, soft_neighbor_class_estimate
 from .nn.semiparametric import resolvable_sq_distances
@@ -102,6 +102,11 @@ class SemiparametricClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin
         continual learning with ``partial_fit``; 0 turns it off.
     device : str, default="auto"
         ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+    num_threads : int or None, default=None
+        Torch's intra-op threads (``torch.set_num_threads``) during ``fit``, ``partial_fit`` and
+        prediction, restored afterwards. None leaves torch's setting alone, which is right inside
+        joblib and Dask workers (they already set one thread per task); an int is for a single
+        process that should use fewer threads than cores.
     random_state : int, RandomState instance or None, default=None
         Seeds the estimator's own torch generator (initialisation, shuffling, dropout); the same
         seed and data give identical predictions on the CPU. Global RNGs are never touched.
@@ -208,6 +213,7 @@ class SemiparametricClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin
         warm_start=False,
         ewc_lambda=0.0,
         device="auto",
+        num_threads=None,
         random_state=None,
         verbose=0,
     ):
@@ -227,6 +233,7 @@ class SemiparametricClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin
             warm_start=warm_start,
             ewc_lambda=ewc_lambda,
             device=device,
+            num_threads=num_threads,
             random_state=random_state,
             verbose=verbose,
         )
@@ -312,7 +319,8 @@ class SemiparametricClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin
         X_t = self._prepare_predict(X)
         if X_t.shape[0] == 0:
             return np.empty((0, self._n_features_out))
-        return self._embed_rows(X_t).double().cpu().numpy()
+        with _torch_threads(self):
+            return self._embed_rows(X_t).double().cpu().numpy()
 
     @property
     def _n_features_out(self):

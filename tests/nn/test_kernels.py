@@ -125,6 +125,18 @@ def test_fused_in_batch_estimate_equals_the_generic_one(tau):
     np.testing.assert_allclose(b.grad.numpy(), a.grad.numpy(), rtol=1e-8, atol=1e-12)
 
 
+@pytest.mark.parametrize("tau", [0.1, 0.5, 1.0])
+def test_fused_in_batch_estimate_small_tau_in_float32(tau):
+    # The cap on r = d / d_min must be a finite float32: it overflowed for tau < ~1 before.
+    g = torch.Generator().manual_seed(3)
+    v = torch.randn(40, 5, generator=g)
+    y = torch.randint(0, 4, (40,), generator=g)
+    est = in_batch_class_estimate(v.clone().requires_grad_(), y, 4, tau)
+    assert torch.isfinite(est).all()
+    expected = _generic_in_batch(v.double(), y, 4, tau)
+    np.testing.assert_allclose(est.detach().numpy(), expected.numpy(), rtol=1e-4, atol=1e-6)
+
+
 def test_fused_in_batch_estimate_by_hand_and_gradcheck():
     est = in_batch_class_estimate(V, Y, 2, 2.0)
     assert est[0, 0].item() == pytest.approx(20736 / 21073, rel=1e-12)
