@@ -97,6 +97,12 @@ class MbPAClassifier(TorchClassifierBase):
         paper's MbPA + EWC combination.
     device : str, default="auto"
         ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+    precision : {"float32", "bf16", "fp16"}, default="float32"
+        Arithmetic of the network in training steps and forward passes: ``"bf16"`` and ``"fp16"``
+        run them under ``torch.autocast`` in bfloat16 or float16 (float16 with loss scaling).
+        Outputs, losses, distances and stored embeddings stay float32. ``"bf16"`` on CUDA needs a
+        GPU that supports it (``torch.cuda.is_bf16_supported()``); ``"fp16"`` on the CPU works but
+        is slower than float32. See docs/training.md.
     random_state : int, RandomState instance or None, default=None
         Seeds the estimator's own torch generator (initialisation, shuffling, dropout); the same
         seed and data give identical predictions on the CPU. Global RNGs are never touched.
@@ -204,6 +210,7 @@ class MbPAClassifier(TorchClassifierBase):
         warm_start=False,
         ewc_lambda=0.0,
         device="auto",
+        precision="float32",
         random_state=None,
         verbose=0,
     ):
@@ -223,6 +230,7 @@ class MbPAClassifier(TorchClassifierBase):
             warm_start=warm_start,
             ewc_lambda=ewc_lambda,
             device=device,
+            precision=precision,
             random_state=random_state,
             verbose=verbose,
         )
@@ -284,8 +292,8 @@ class MbPAClassifier(TorchClassifierBase):
         # NOTE[paper]: entries are per training example: a row seen again in a later epoch of the
         # same fit overwrites its entry instead of adding a copy; each partial_fit brings new rows.
         self.module_.eval()
-        with torch.no_grad():
-            self.memory_.add(self.module_.embed(X), y, self._rows_seen + ids)
+        with torch.no_grad(), self._autocast():  # keys stored in float32 whatever the precision
+            self.memory_.add(self.module_.embed(X).float(), y, self._rows_seen + ids)
         self.module_.train()
 
     def _on_train_end(self, X, y, *, incremental):

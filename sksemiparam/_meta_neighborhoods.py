@@ -141,6 +141,12 @@ class MetaNeighborhoodsRegressor(_MetaNeighborhoodsMixin, TorchRegressorBase):
         continual learning with ``partial_fit``; 0 turns it off.
     device : str, default="auto"
         ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+    precision : {"float32", "bf16", "fp16"}, default="float32"
+        Arithmetic of the network in training steps and forward passes: ``"bf16"`` and ``"fp16"``
+        run them under ``torch.autocast`` in bfloat16 or float16 (float16 with loss scaling).
+        Outputs, losses, distances and stored embeddings stay float32. ``"bf16"`` on CUDA needs a
+        GPU that supports it (``torch.cuda.is_bf16_supported()``); ``"fp16"`` on the CPU works but
+        is slower than float32. See docs/training.md.
     random_state : int, RandomState instance or None, default=None
         Seeds the estimator's own torch generator (initialisation, shuffling, dropout); the same
         seed and data give identical predictions on the CPU. Global RNGs are never touched.
@@ -220,6 +226,7 @@ class MetaNeighborhoodsRegressor(_MetaNeighborhoodsMixin, TorchRegressorBase):
         warm_start=False,
         ewc_lambda=0.0,
         device="auto",
+        precision="float32",
         random_state=None,
         verbose=0,
     ):
@@ -239,6 +246,7 @@ class MetaNeighborhoodsRegressor(_MetaNeighborhoodsMixin, TorchRegressorBase):
             warm_start=warm_start,
             ewc_lambda=ewc_lambda,
             device=device,
+            precision=precision,
             random_state=random_state,
             verbose=verbose,
         )
@@ -342,6 +350,12 @@ class MetaNeighborhoodsClassifier(_MetaNeighborhoodsMixin, TorchClassifierBase):
         continual learning with ``partial_fit``; 0 turns it off.
     device : str, default="auto"
         ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+    precision : {"float32", "bf16", "fp16"}, default="float32"
+        Arithmetic of the network in training steps and forward passes: ``"bf16"`` and ``"fp16"``
+        run them under ``torch.autocast`` in bfloat16 or float16 (float16 with loss scaling).
+        Outputs, losses, distances and stored embeddings stay float32. ``"bf16"`` on CUDA needs a
+        GPU that supports it (``torch.cuda.is_bf16_supported()``); ``"fp16"`` on the CPU works but
+        is slower than float32. See docs/training.md.
     random_state : int, RandomState instance or None, default=None
         Seeds the estimator's own torch generator (initialisation, shuffling, dropout); the same
         seed and data give identical predictions on the CPU. Global RNGs are never touched.
@@ -426,6 +440,7 @@ class MetaNeighborhoodsClassifier(_MetaNeighborhoodsMixin, TorchClassifierBase):
         warm_start=False,
         ewc_lambda=0.0,
         device="auto",
+        precision="float32",
         random_state=None,
         verbose=0,
     ):
@@ -445,6 +460,7 @@ class MetaNeighborhoodsClassifier(_MetaNeighborhoodsMixin, TorchClassifierBase):
             warm_start=warm_start,
             ewc_lambda=ewc_lambda,
             device=device,
+            precision=precision,
             random_state=random_state,
             verbose=verbose,
         )

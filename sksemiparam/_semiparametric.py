@@ -102,6 +102,12 @@ class SemiparametricClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin
         continual learning with ``partial_fit``; 0 turns it off.
     device : str, default="auto"
         ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+    precision : {"float32", "bf16", "fp16"}, default="float32"
+        Arithmetic of the network in training steps and forward passes: ``"bf16"`` and ``"fp16"``
+        run them under ``torch.autocast`` in bfloat16 or float16 (float16 with loss scaling).
+        Outputs, losses, distances and stored embeddings stay float32. ``"bf16"`` on CUDA needs a
+        GPU that supports it (``torch.cuda.is_bf16_supported()``); ``"fp16"`` on the CPU works but
+        is slower than float32. See docs/training.md.
     random_state : int, RandomState instance or None, default=None
         Seeds the estimator's own torch generator (initialisation, shuffling, dropout); the same
         seed and data give identical predictions on the CPU. Global RNGs are never touched.
@@ -208,6 +214,7 @@ class SemiparametricClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin
         warm_start=False,
         ewc_lambda=0.0,
         device="auto",
+        precision="float32",
         random_state=None,
         verbose=0,
     ):
@@ -227,6 +234,7 @@ class SemiparametricClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin
             warm_start=warm_start,
             ewc_lambda=ewc_lambda,
             device=device,
+            precision=precision,
             random_state=random_state,
             verbose=verbose,
         )
