@@ -435,6 +435,7 @@ class TorchEstimatorBase(BaseEstimator):
                 order = torch.randperm(n, generator=self._generator)
                 # Summed on the device: reading each batch's loss on the host would wait for the GPU.
                 total = torch.zeros((), dtype=torch.float64, device=device)
+                order_on_device = order.to(device)  # one copy per epoch, not one per batch
                 for start in range(0, n, batch_size):
                     ids = order[start : start + batch_size]
                     xb, yb = X_train[ids], y_train[ids]
@@ -443,7 +444,7 @@ class TorchEstimatorBase(BaseEstimator):
                     xb = xb.to(device, non_blocking=True)
                     yb = yb.to(device, non_blocking=True)
                     with self._autocast():
-                        loss = self._loss(xb, yb, ids.to(device))
+                        loss = self._loss(xb, yb, order_on_device[start : start + batch_size])
                     loss = loss.float()
                     if self.ewc_lambda > 0 and self.ewc_state_:
                         loss = loss + self._ewc_penalty()
