@@ -366,7 +366,10 @@ def _smallest(d: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     below = d < kth
     tied = d == kth
     chosen = below | (tied & (tied.cumsum(1) <= k - below.sum(1, keepdim=True)))
-    cols = chosen.nonzero()[:, 1].view(d.shape[0], k)  # ascending column within each row
+    # The chosen columns in ascending order, by a top-k rather than nonzero(), whose data-dependent
+    # size would make every CUDA query wait for the GPU (same result, same cost on the CPU).
+    n = d.shape[1]
+    cols = torch.where(chosen, torch.arange(n, device=d.device), n).topk(k, dim=1, largest=False).values
     values = d.gather(1, cols)
     order = torch.sort(values, dim=1, stable=True).indices
     return values.gather(1, order), cols.gather(1, order)

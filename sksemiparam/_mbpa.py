@@ -102,6 +102,12 @@ class MbPAClassifier(TorchClassifierBase):
         prediction, restored afterwards. None leaves torch's setting alone, which is right inside
         joblib and Dask workers (they already set one thread per task); an int is for a single
         process that should use fewer threads than cores.
+    precision : {"float32", "bf16", "fp16"}, default="float32"
+        Arithmetic of the network in training steps and forward passes: ``"bf16"`` and ``"fp16"``
+        run them under ``torch.autocast`` in bfloat16 or float16 (float16 with loss scaling).
+        Outputs, losses, distances and stored embeddings stay float32. ``"bf16"`` on CUDA needs a
+        GPU that supports it (``torch.cuda.is_bf16_supported()``); ``"fp16"`` on the CPU works but
+        is slower than float32. See docs/training.md.
     random_state : int, RandomState instance or None, default=None
         Seeds the estimator's own torch generator (initialisation, shuffling, dropout); the same
         seed and data give identical predictions on the CPU. Global RNGs are never touched.
@@ -210,6 +216,7 @@ class MbPAClassifier(TorchClassifierBase):
         ewc_lambda=0.0,
         device="auto",
         num_threads=None,
+        precision="float32",
         random_state=None,
         verbose=0,
     ):
@@ -230,6 +237,7 @@ class MbPAClassifier(TorchClassifierBase):
             ewc_lambda=ewc_lambda,
             device=device,
             num_threads=num_threads,
+            precision=precision,
             random_state=random_state,
             verbose=verbose,
         )
@@ -291,8 +299,8 @@ class MbPAClassifier(TorchClassifierBase):
         # NOTE[paper]: entries are per training example: a row seen again in a later epoch of the
         # same fit overwrites its entry instead of adding a copy; each partial_fit brings new rows.
         self.module_.eval()
-        with torch.no_grad():
-            self.memory_.add(self.module_.embed(X), y, self._rows_seen + ids)
+        with torch.no_grad(), self._autocast():  # keys stored in float32 whatever the precision
+            self.memory_.add(self.module_.embed(X).float(), y, self._rows_seen + ids)
         self.module_.train()
 
     def _on_train_end(self, X, y, *, incremental):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -12,6 +13,32 @@ import torch.nn.functional as F
 MIN_SQ_DISTANCE = 1e-12
 
 
+def full_precision(fn):
+    """Run ``fn`` with autocast off and its half-precision tensor arguments upcast to float32.
+
+    Under mixed precision, autocast would compute ||a||^2 + ||b||^2 - 2 a.b in bfloat16/float16,
+    whose 8-11 bit mantissas cancel catastrophically for near neighbours; distances, kernel weights
+    and neighbour estimates stay float32 (the network before them runs in the lower precision).
+    Without autocast this is a plain call.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        tensors = [a for a in args if isinstance(a, torch.Tensor)]
+        device_type = tensors[0].device.type if tensors else "cpu"
+        if not torch.is_autocast_enabled(device_type):
+            return fn(*args, **kwargs)
+        args = [
+            a.float() if isinstance(a, torch.Tensor) and a.dtype in (torch.float16, torch.bfloat16) else a
+            for a in args
+        ]
+        with torch.autocast(device_type, enabled=False):
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+@full_precision
 def pairwise_sq_distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Squared Euclidean distances (n, m) between rows of ``a`` (n, e) and ``b`` (m, e).
 
@@ -178,6 +205,7 @@ class _InBatchEstimate(torch.autograd.Function):
         return 2.0 * grad_v, None, None, None
 
 
+@full_precision
 def in_batch_class_estimate(
     v: torch.Tensor, labels: torch.Tensor, n_classes: int, tau: float, pool: ScratchPool | None = None
 ) -> torch.Tensor:

@@ -25,7 +25,9 @@ class EpisodicMemory:
         self.capacity = capacity
         self._keys: torch.Tensor | None = None
         self._values: torch.Tensor | None = None
-        self._ids: torch.Tensor | None = None  # example id held by each slot
+        # Example id held by each slot: bookkeeping, kept on the CPU with _slot_of_id so that writing
+        # a batch on CUDA never copies ids back to the host.
+        self._ids: torch.Tensor | None = None
         self._slot_of_id = torch.empty(0, dtype=torch.long)  # slot of each example id, -1 if none
         self._size = 0
         self._next = 0  # next slot to overwrite once the ring is full
@@ -50,7 +52,7 @@ class EpisodicMemory:
         if self._keys is None:
             self._keys = keys.new_empty((0, keys.shape[1]))
             self._values = values.new_empty((0,))
-            self._ids = torch.empty(0, dtype=torch.long, device=keys.device)
+            self._ids = torch.empty(0, dtype=torch.long)
         elif keys.shape[1] != self._keys.shape[1]:
             raise ValueError(
                 f"keys have {keys.shape[1]} dimensions but the memory stores {self._keys.shape[1]}"
@@ -97,13 +99,13 @@ class EpisodicMemory:
             slots.append(self._next)
             self._next = (self._next + 1) % self._keys.shape[0]
         slots = torch.tensor(slots, dtype=torch.long)
-        evicted = self._ids[slots.to(self._ids.device)].cpu()
+        evicted = self._ids[slots]
         self._slot_of_id[evicted[evicted >= 0]] = -1
         self._slot_of_id[ids] = slots
         dev_slots = slots.to(self._keys.device)
         self._keys[dev_slots] = keys
         self._values[dev_slots] = values
-        self._ids[dev_slots] = ids.to(self._ids.device)
+        self._ids[slots] = ids
 
     @property
     def keys(self) -> torch.Tensor:
@@ -119,7 +121,6 @@ class EpisodicMemory:
         """Move the stored keys and labels to ``device``."""
         if self._keys is not None:
             self._keys, self._values = self._keys.to(device), self._values.to(device)
-            self._ids = self._ids.to(device)
         return self
 
     def __repr__(self) -> str:

@@ -9,9 +9,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
+from .kernels import full_precision
+
 SIMILARITIES = ("euclidean", "cosine")
 
 
+@full_precision
 def dictionary_attention(z: torch.Tensor, keys: torch.Tensor, gamma: float, similarity: str) -> torch.Tensor:
     """omega(z, k_j): softmax over the S entries of -gamma ||z - k_j|| (eq. 11) or gamma cos(z, k_j) (eq. 12).
 
