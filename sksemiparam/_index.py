@@ -47,6 +47,7 @@ _FLOAT64_ELEMENTS = 1 << 22
 # faiss receives new keys in blocks of this many rows (bounds the float32 copy of float16 keys).
 _FAISS_ADD_BLOCK = 65536
 _KEY_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+_LATER_DEFAULTS = {"key_dtype": "float32", "hnsw_m": 32, "ef_construction": 40, "ef_search": 64}
 
 
 def _check_2d(name: str, x: torch.Tensor) -> torch.Tensor:
@@ -430,6 +431,10 @@ class NeighborIndex:
         if self._keys is not None:
             state["_keys"] = self._keys.detach().cpu()
         return state
+
+    def __setstate__(self, state):
+        # Indexes saved before key_dtype and the faiss settings existed load with their defaults.
+        self.__dict__.update({**_LATER_DEFAULTS, **state})
 
     def to(self, device: torch.device | str) -> NeighborIndex:
         """Move the stored keys (and exact search) to ``device``."""

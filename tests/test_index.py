@@ -278,3 +278,14 @@ def test_faiss_add_inserts_without_rebuilding_and_pickle_rebuilds():
     _, ids2 = clone.query(keys[2500:2600], 1)  # ...but rebuilt on first use
     assert clone._graph.ntotal == 3000
     assert (ids2 == ids).float().mean() > 0.9
+
+
+def test_an_index_pickled_before_key_dtype_existed_still_loads():
+    index = NeighborIndex("exact").build(torch.from_numpy(clustered(50)))
+    state = index.__getstate__()
+    for later in ("key_dtype", "hnsw_m", "ef_construction", "ef_search"):
+        del state[later]
+    old = NeighborIndex.__new__(NeighborIndex)
+    old.__setstate__(state)
+    old.add(torch.from_numpy(clustered(5, seed=1)))
+    assert old.key_dtype == "float32" and len(old) == 55
