@@ -47,7 +47,7 @@ _FLOAT64_ELEMENTS = 1 << 22
 # faiss receives new keys in blocks of this many rows (bounds the float32 copy of float16 keys).
 _FAISS_ADD_BLOCK = 65536
 _KEY_DTYPES = {"float32": torch.float32, "float16": torch.float16}
-_LATER_DEFAULTS = {"key_dtype": "float32", "hnsw_m": 32, "ef_construction": 40, "ef_search": 64}
+_LATER_DEFAULTS = {"key_dtype": "float32", "hnsw_m": 32, "ef_construction": 80, "ef_search": 64}
 
 
 def _check_2d(name: str, x: torch.Tensor) -> torch.Tensor:
@@ -90,9 +90,11 @@ class NeighborIndex:
     hnsw_m : int, default=32
         Links per node of the faiss HNSW graph (its ``M``; 2 * M on the bottom layer). The graph
         costs about 8 * M bytes per key.
-    ef_construction : int, default=40
+    ef_construction : int, default=80
         Candidate list of faiss HNSW while inserting keys: larger is slower to build and better
-        connected.
+        connected. On clustered keys (d = 64, 1e5 keys) faiss's default of 40 left recall@10 at
+        0.957-0.978 whatever ``ef_search`` (64-256); 80 reached 0.995 at ``ef_search=64`` for a
+        ~25% longer build.
     ef_search : int, default=64
         Candidate list of faiss HNSW at query time (raised to ``k`` + 1 when smaller): larger is
         slower and more accurate.
@@ -119,7 +121,7 @@ class NeighborIndex:
         epsilon: float = 0.3,
         search_tree_leaf_budget: int = 4,
         hnsw_m: int = 32,
-        ef_construction: int = 40,
+        ef_construction: int = 80,
         ef_search: int = 64,
         random_state: int | None = None,
         n_jobs: int | None = None,
