@@ -14,20 +14,22 @@ Distances are squared Euclidean. Three backends sit behind it:
   here, on first use: their JIT compilation costs tens of seconds in every new process;
 - ``"faiss"``: a faiss HNSW graph (optional extra ``sksemiparam[faiss]``), imported only on first use.
 
-``"auto"`` picks exact below ``AUTO_THRESHOLD`` stored keys and an approximate backend above (see the
+``"auto"`` picks exact below ``AUTO_THRESHOLD`` stored keys and pynndescent above; with faiss installed,
+exact below ``AUTO_THRESHOLD_FAISS``, faiss up to ``AUTO_THRESHOLD`` and pynndescent above (see the
 ``index`` and ``index-scale`` benchmarks for the measurements behind the rule).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import os
 
 import numpy as np
 import torch
 
-__all__ = ["AUTO_THRESHOLD", "NeighborIndex"]
+__all__ = ["AUTO_THRESHOLD", "AUTO_THRESHOLD_FAISS", "NeighborIndex"]
 
 # Exact search below this many stored keys, approximate above. Measured by `python -m benchmarks index`
 # (d = 32, clustered keys, 10k queries, 2 CPU cores): the approximate backend answers queries faster
@@ -35,6 +37,16 @@ __all__ = ["AUTO_THRESHOLD", "NeighborIndex"]
 # recall is < 1, and numba compiles for 30-100 s in every new process. An estimator builds its index
 # once per fit and queries it at every predict, so exact search stays cheaper until a few 1e5 keys.
 AUTO_THRESHOLD = 300_000
+# With faiss installed, exact below AUTO_THRESHOLD_FAISS keys, faiss from there up to AUTO_THRESHOLD,
+# pynndescent from AUTO_THRESHOLD on. Measured by `python -m benchmarks index-scale` (d = 64,
+# clustered keys, 10k queries, 2 busy cores; docs/neighbor-index.md has the tables): faiss has no
+# JIT (pynndescent compiles 55-130 s per process) and adds natively; from 1e4 to 1e5 keys its build
+# plus 10k queries took 0.56-0.82x exact's 10k queries, and its queries alone were 13-20x faster,
+# at recall@10 >= 0.995; below 1e4, exact stays (bit-reproducible, batch-invariant, no build) for
+# 1.25x faiss's build plus 10k queries at 1e3-3e3 keys. With its defaults faiss's recall falls to
+# 0.968 at 3e5 and 0.90 at 1e6 keys (efSearch 192 for 0.95, building 2x slower than pynndescent),
+# whose recall held 0.976 at 1e6: the largest memories stay with pynndescent.
+AUTO_THRESHOLD_FAISS = 10_000
 
 # Exact search works on blocks of this many queries x _EXACT_KEY_BLOCK keys (64 MiB of float32
 # distances), merging the running top-k across key blocks, so its cost stays linear in N.
@@ -66,9 +78,12 @@ class NeighborIndex:
     method : {"auto", "exact", "approximate", "faiss"}, default="auto"
         Backend. ``"approximate"`` is a pynndescent graph, ``"faiss"`` a faiss HNSW graph (needs the
         optional extra: ``pip install sksemiparam[faiss]``). ``"auto"`` uses exact search while
-        fewer than ``auto_threshold`` keys are stored and a pynndescent graph from then on.
-    auto_threshold : int, default=AUTO_THRESHOLD
-        Number of stored keys from which ``"auto"`` switches to an approximate backend.
+        fewer than ``auto_threshold`` keys are stored and an approximate graph from then on: faiss
+        when it is installed, up to ``AUTO_THRESHOLD`` keys, else pynndescent.
+    auto_threshold : int or None, default=None
+        Number of stored keys from which ``"auto"`` switches to an approximate backend. None:
+        ``AUTO_THRESHOLD_FAISS`` when faiss is installed (no JIT, native ``add``), else
+        ``AUTO_THRESHOLD``.
     key_dtype : {"float32", "float16"}, default="float32"
         Storage of the keys. ``"float16"`` halves their memory; queries are still compared in
         float32 (exact search re-scores in float64), but against keys rounded to 11 significant
@@ -115,7 +130,7 @@ class NeighborIndex:
         self,
         method: str = "auto",
         *,
-        auto_threshold: int = AUTO_THRESHOLD,
+        auto_threshold: int | None = None,
         key_dtype: str = "float32",
         graph_degree: int = 30,
         epsilon: float = 0.3,
@@ -128,7 +143,7 @@ class NeighborIndex:
     ) -> None:
         if method not in ("auto", "exact", "approximate", "faiss"):
             raise ValueError(f"`method` must be 'auto', 'exact', 'approximate' or 'faiss', got {method!r}")
-        if auto_threshold < 1:
+        if auto_threshold is not None and auto_threshold < 1:
             raise ValueError(f"`auto_threshold` must be >= 1, got {auto_threshold}")
         if key_dtype not in _KEY_DTYPES:
             raise ValueError(f"`key_dtype` must be 'float32' or 'float16', got {key_dtype!r}")
@@ -205,9 +220,15 @@ class NeighborIndex:
         return stored
 
     def _choose_backend(self, n: int) -> str:
-        if self.method == "auto":
-            return "approximate" if n >= self.auto_threshold else "exact"
-        return self.method
+        if self.method != "auto":
+            return self.method
+        faiss = _faiss_installed()
+        threshold = self.auto_threshold
+        if threshold is None:
+            threshold = AUTO_THRESHOLD_FAISS if faiss else AUTO_THRESHOLD
+        if n < threshold:
+            return "exact"
+        return "faiss" if faiss and n < AUTO_THRESHOLD else "approximate"
 
     def _build_graph(self) -> None:
         if self.backend_ == "faiss":
@@ -482,9 +503,13 @@ def _import_faiss():
     return faiss
 
 
+@functools.cache
 def _faiss_installed() -> bool:
-    """Whether faiss can be imported, without importing it."""
-    return importlib.util.find_spec("faiss") is not None
+    """Whether faiss is installed, without importing it (once per process)."""
+    try:
+        return importlib.util.find_spec("faiss") is not None
+    except ValueError:  # in sys.modules as None: imports of it are blocked
+        return False
 
 
 @contextlib.contextmanager

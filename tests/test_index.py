@@ -114,6 +114,25 @@ def test_auto_switches_at_threshold():
     assert index.backend_ == "exact"
 
 
+@pytest.mark.parametrize("faiss_installed", [False, True])
+def test_auto_prefers_faiss_when_installed_below_the_largest_memories(faiss_installed, monkeypatch):
+    from sksemiparam import _index
+
+    monkeypatch.setattr(_index, "_faiss_installed", lambda: faiss_installed)
+    index = NeighborIndex("auto")
+    if faiss_installed:
+        assert index._choose_backend(_index.AUTO_THRESHOLD_FAISS - 1) == "exact"
+        assert index._choose_backend(_index.AUTO_THRESHOLD_FAISS) == "faiss"
+        assert index._choose_backend(_index.AUTO_THRESHOLD - 1) == "faiss"
+    else:
+        assert index._choose_backend(_index.AUTO_THRESHOLD - 1) == "exact"
+    assert index._choose_backend(_index.AUTO_THRESHOLD) == "approximate"  # recall at 1e6: pynndescent
+    # An explicit threshold holds whichever backend is installed.
+    assert NeighborIndex("auto", auto_threshold=10)._choose_backend(10) == (
+        "faiss" if faiss_installed else "approximate"
+    )
+
+
 def test_import_does_not_load_pynndescent_numba_or_faiss():
     code = (
         "import sys, sksemiparam; "
