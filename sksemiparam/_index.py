@@ -37,15 +37,18 @@ __all__ = ["AUTO_THRESHOLD", "AUTO_THRESHOLD_FAISS", "NeighborIndex"]
 # recall is < 1, and numba compiles for 30-100 s in every new process. An estimator builds its index
 # once per fit and queries it at every predict, so exact search stays cheaper until a few 1e5 keys.
 AUTO_THRESHOLD = 300_000
+# `python -m benchmarks index-scale` (d = 64) agrees: from 3e5 to 1e6 keys a pynndescent build cost
+# 1.05-1.19x of 10k exact queries and its queries were 25-53x faster (recall@10 0.986-0.976).
+#
 # With faiss installed, exact below AUTO_THRESHOLD_FAISS keys, faiss from there up to AUTO_THRESHOLD,
-# pynndescent from AUTO_THRESHOLD on. Measured by `python -m benchmarks index-scale` (d = 64,
-# clustered keys, 10k queries, 2 busy cores; docs/neighbor-index.md has the tables): faiss has no
-# JIT (pynndescent compiles 55-130 s per process) and adds natively; from 1e4 to 1e5 keys its build
-# plus 10k queries took 0.56-0.82x exact's 10k queries, and its queries alone were 13-20x faster,
-# at recall@10 >= 0.995; below 1e4, exact stays (bit-reproducible, batch-invariant, no build) for
-# 1.25x faiss's build plus 10k queries at 1e3-3e3 keys. With its defaults faiss's recall falls to
-# 0.968 at 3e5 and 0.90 at 1e6 keys (efSearch 192 for 0.95, building 2x slower than pynndescent),
-# whose recall held 0.976 at 1e6: the largest memories stay with pynndescent.
+# pynndescent from AUTO_THRESHOLD on. Measured by index-scale (d = 64, clustered keys, 10k queries,
+# 2 busy cores; docs/neighbor-index.md has the tables and how noisy they are): faiss has no JIT
+# (pynndescent compiles 55-130 s per process) and adds natively; from 1e4 to 1e5 keys its build plus
+# 10k queries took 0.56-0.82x exact's 10k queries (a repeat: 0.57-0.72x to 3e4, but 1.35x at 1e5),
+# and its queries alone were 13-20x faster, at recall@10 >= 0.995. Below 1e4 exact search stays
+# (bit-reproducible, batch-invariant, no build) at 1.1-1.25x faiss's build plus 10k queries. With
+# its defaults faiss's recall falls to 0.968 at 3e5 and 0.90 at 1e6 keys (efSearch 192 for 0.95, and
+# a build 2x slower than pynndescent's), whose recall held 0.976: the largest memories stay with it.
 AUTO_THRESHOLD_FAISS = 10_000
 
 # Exact search works on blocks of this many queries x _EXACT_KEY_BLOCK keys (64 MiB of float32
