@@ -6,23 +6,30 @@ Every estimator here that retrieves neighbours goes through this one small inter
     index.add(more_keys)                          # grows the index, ids continue at N
     dist, ids = index.query(queries, k, exclude=own_ids)
 
-Distances are squared Euclidean. Two backends sit behind it:
+Distances are squared Euclidean. Three backends sit behind it:
 
 - ``"exact"``: torch, on the keys' device, chunked ``cdist`` + ``topk``, so memory stays bounded, then
   the candidates re-scored in float64 and ranked by (distance, id);
 - ``"approximate"``: a pynndescent nearest-neighbour graph. pynndescent (and numba) are imported only
-  here, on first use: their JIT compilation costs tens of seconds in every new process.
+  here, on first use: their JIT compilation costs tens of seconds in every new process;
+- ``"faiss"``: a faiss HNSW graph (optional extra ``sksemiparam[faiss]``), imported only on first use.
 
-``"auto"`` picks exact below ``AUTO_THRESHOLD`` stored keys and approximate above (see the ``index``
-benchmark for the measurement behind the number).
+``"auto"`` picks exact below ``AUTO_THRESHOLD`` stored keys and pynndescent above; with faiss installed,
+exact below ``AUTO_THRESHOLD_FAISS``, faiss up to ``AUTO_THRESHOLD`` and pynndescent above (see the
+``index`` and ``index-scale`` benchmarks for the measurements behind the rule).
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import importlib.util
+import os
+
 import numpy as np
 import torch
 
-__all__ = ["AUTO_THRESHOLD", "NeighborIndex"]
+__all__ = ["AUTO_THRESHOLD", "AUTO_THRESHOLD_FAISS", "NeighborIndex"]
 
 # Exact search below this many stored keys, approximate above. Measured by `python -m benchmarks index`
 # (d = 32, clustered keys, 10k queries, 2 CPU cores): the approximate backend answers queries faster
@@ -30,6 +37,19 @@ __all__ = ["AUTO_THRESHOLD", "NeighborIndex"]
 # recall is < 1, and numba compiles for 30-100 s in every new process. An estimator builds its index
 # once per fit and queries it at every predict, so exact search stays cheaper until a few 1e5 keys.
 AUTO_THRESHOLD = 300_000
+# `python -m benchmarks index-scale` (d = 64) agrees: from 3e5 to 1e6 keys a pynndescent build cost
+# 1.05-1.19x of 10k exact queries and its queries were 25-53x faster (recall@10 0.986-0.976).
+#
+# With faiss installed, exact below AUTO_THRESHOLD_FAISS keys, faiss from there up to AUTO_THRESHOLD,
+# pynndescent from AUTO_THRESHOLD on. Measured by index-scale (d = 64, clustered keys, 10k queries,
+# 2 busy cores; docs/neighbor-index.md has the tables and how noisy they are): faiss has no JIT
+# (pynndescent compiles 55-130 s per process) and adds natively; from 1e4 to 1e5 keys its build plus
+# 10k queries took 0.56-0.82x exact's 10k queries (a repeat: 0.57-0.72x to 3e4, but 1.35x at 1e5),
+# and its queries alone were 13-20x faster, at recall@10 >= 0.995. Below 1e4 exact search stays
+# (bit-reproducible, batch-invariant, no build) at 1.1-1.25x faiss's build plus 10k queries. With
+# its defaults faiss's recall falls to 0.968 at 3e5 and 0.90 at 1e6 keys (efSearch 192 for 0.95, and
+# a build 2x slower than pynndescent's), whose recall held 0.976: the largest memories stay with it.
+AUTO_THRESHOLD_FAISS = 10_000
 
 # Exact search works on blocks of this many queries x _EXACT_KEY_BLOCK keys (64 MiB of float32
 # distances), merging the running top-k across key blocks, so its cost stays linear in N.
@@ -39,6 +59,10 @@ _EXACT_KEY_BLOCK = 16384
 # of the float64 difference blocks of rows that need scoring against every key.
 _RESCORE_MARGIN = 16
 _FLOAT64_ELEMENTS = 1 << 22
+# faiss receives new keys in blocks of this many rows (bounds the float32 copy of float16 keys).
+_FAISS_ADD_BLOCK = 65536
+_KEY_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+_LATER_DEFAULTS = {"key_dtype": "float32", "hnsw_m": 32, "ef_construction": 80, "ef_search": 64}
 
 
 def _check_2d(name: str, x: torch.Tensor) -> torch.Tensor:
@@ -54,11 +78,22 @@ class NeighborIndex:
 
     Parameters
     ----------
-    method : {"auto", "exact", "approximate"}, default="auto"
-        Backend. ``"auto"`` uses exact search while fewer than ``auto_threshold`` keys are stored
-        and a pynndescent graph from then on.
-    auto_threshold : int, default=AUTO_THRESHOLD
-        Number of stored keys from which ``"auto"`` switches to the approximate backend.
+    method : {"auto", "exact", "approximate", "faiss"}, default="auto"
+        Backend. ``"approximate"`` is a pynndescent graph, ``"faiss"`` a faiss HNSW graph (needs the
+        optional extra: ``pip install sksemiparam[faiss]``). ``"auto"`` uses exact search while
+        fewer than ``auto_threshold`` keys are stored and an approximate graph from then on: faiss
+        when it is installed, up to ``AUTO_THRESHOLD`` keys, else pynndescent.
+    auto_threshold : int or None, default=None
+        Number of stored keys from which ``"auto"`` switches to an approximate backend. None:
+        ``AUTO_THRESHOLD_FAISS`` when faiss is installed (no JIT, native ``add``), else
+        ``AUTO_THRESHOLD``.
+    key_dtype : {"float32", "float16"}, default="float32"
+        Storage of the keys. ``"float16"`` halves their memory; queries are still compared in
+        float32 (exact search re-scores in float64), but against keys rounded to 11 significant
+        bits (relative error <= 2**-11 per coordinate), so near-ties among neighbours may swap and
+        distances carry that rounding. Keys must lie within float16's range (|x| <= 65504). The
+        faiss backend then stores float16 vectors too (``IndexHNSWSQ``); pynndescent always keeps
+        its own float32 copy, so with it float16 saves nothing.
     graph_degree : int, default=30
         Out-degree of the pynndescent graph (its ``n_neighbors``). Larger is slower to build and
         more accurate.
@@ -70,14 +105,27 @@ class NeighborIndex:
         query started in the wrong piece finds none of its neighbours, whatever ``epsilon``. With
         the pynndescent default of 1, 4-9% of queries were lost so on clustered data (recall@10
         0.91 at 10k keys); with 4, under 1.1% (recall >= 0.975), at the same build time.
+    hnsw_m : int, default=32
+        Links per node of the faiss HNSW graph (its ``M``; 2 * M on the bottom layer). The graph
+        costs about 8 * M bytes per key.
+    ef_construction : int, default=80
+        Candidate list of faiss HNSW while inserting keys: larger is slower to build and better
+        connected. On clustered keys (d = 64, 1e5 keys) faiss's default of 40 left recall@10 at
+        0.957-0.978 whatever ``ef_search`` (64-256); 80 reached 0.995 at ``ef_search=64`` for a
+        ~25% longer build.
+    ef_search : int, default=64
+        Candidate list of faiss HNSW at query time (raised to ``k`` + 1 when smaller): larger is
+        slower and more accurate.
     random_state : int or None, default=None
-        Seed of the approximate graph's construction.
+        Seed of the pynndescent graph's construction (faiss's HNSW uses its own fixed seed, and
+        its multi-threaded insertion order is not reproducible).
     n_jobs : int or None, default=None
-        Threads of the approximate backend (pynndescent's ``n_jobs``).
+        Threads of the approximate backends (pynndescent's ``n_jobs``; for faiss, OpenMP threads
+        set around each call and restored after). None leaves each library's default.
 
     Attributes
     ----------
-    backend_ : {"exact", "approximate"}
+    backend_ : {"exact", "approximate", "faiss"}
         The backend in use after ``build``.
     """
 
@@ -85,75 +133,113 @@ class NeighborIndex:
         self,
         method: str = "auto",
         *,
-        auto_threshold: int = AUTO_THRESHOLD,
+        auto_threshold: int | None = None,
+        key_dtype: str = "float32",
         graph_degree: int = 30,
         epsilon: float = 0.3,
         search_tree_leaf_budget: int = 4,
+        hnsw_m: int = 32,
+        ef_construction: int = 80,
+        ef_search: int = 64,
         random_state: int | None = None,
         n_jobs: int | None = None,
     ) -> None:
-        if method not in ("auto", "exact", "approximate"):
-            raise ValueError(f"`method` must be 'auto', 'exact' or 'approximate', got {method!r}")
-        if auto_threshold < 1:
+        if method not in ("auto", "exact", "approximate", "faiss"):
+            raise ValueError(f"`method` must be 'auto', 'exact', 'approximate' or 'faiss', got {method!r}")
+        if auto_threshold is not None and auto_threshold < 1:
             raise ValueError(f"`auto_threshold` must be >= 1, got {auto_threshold}")
+        if key_dtype not in _KEY_DTYPES:
+            raise ValueError(f"`key_dtype` must be 'float32' or 'float16', got {key_dtype!r}")
         if graph_degree < 2:
             raise ValueError(f"`graph_degree` must be >= 2, got {graph_degree}")
+        if hnsw_m < 2 or ef_construction < 1 or ef_search < 1:
+            raise ValueError(
+                f"`hnsw_m` must be >= 2 and `ef_construction`, `ef_search` >= 1, got "
+                f"{hnsw_m}, {ef_construction}, {ef_search}"
+            )
         self.method = method
         self.auto_threshold = auto_threshold
+        self.key_dtype = key_dtype
         self.graph_degree = graph_degree
         self.epsilon = epsilon
         self.search_tree_leaf_budget = search_tree_leaf_budget
+        self.hnsw_m = hnsw_m
+        self.ef_construction = ef_construction
+        self.ef_search = ef_search
         self.random_state = random_state
         self.n_jobs = n_jobs
         self._keys: torch.Tensor | None = None
-        self._graph = None  # pynndescent.NNDescent, never pickled: rebuilt on first use
+        self._graph = None  # pynndescent.NNDescent or faiss index, never pickled: rebuilt on first use
         self._graph_size = 0  # number of keys the graph holds
 
     # ------------------------------------------------------------------ building
     def build(self, keys: torch.Tensor) -> NeighborIndex:
         """Replace the stored keys with ``keys`` (N, d) and index them."""
-        keys = _check_2d("keys", keys).detach()
+        keys = self._check_keys(keys)
         if keys.shape[0] == 0:
             raise ValueError("cannot build a NeighborIndex from 0 keys")
-        if not torch.isfinite(keys).all():
-            raise ValueError("`keys` contains NaN or infinity")
         self._keys = keys.contiguous()
         self._graph = None
         self._graph_size = 0
         self.backend_ = self._choose_backend(keys.shape[0])
-        if self.backend_ == "approximate":
+        if self.backend_ != "exact":
             self._build_graph()
         return self
 
     def add(self, keys: torch.Tensor) -> NeighborIndex:
-        """Append ``keys`` (n, d); their ids continue after the stored ones."""
+        """Append ``keys`` (n, d); their ids continue after the stored ones.
+
+        Exact search only appends. faiss inserts the new keys into its HNSW graph. A pynndescent
+        graph is dropped and rebuilt at the next query: its ``update`` re-runs the forest and
+        NN-descent over every key, and measured no faster than a rebuild (see
+        docs/neighbor-index.md). Several ``add`` calls in a row so pay for one rebuild.
+        """
         if self._keys is None:
             return self.build(keys)
-        keys = _check_2d("keys", keys).detach().to(self._keys.device, self._keys.dtype)
+        keys = self._check_keys(keys).to(self._keys.device)
         if keys.shape[1] != self._keys.shape[1]:
             raise ValueError(
                 f"`keys` have {keys.shape[1]} dimensions but the index stores {self._keys.shape[1]}"
             )
-        if not torch.isfinite(keys).all():
-            raise ValueError("`keys` contains NaN or infinity")
         self._keys = torch.cat([self._keys, keys])
         backend = self._choose_backend(self._keys.shape[0])
-        if backend == "approximate" and self.backend_ == "approximate" and self._graph is not None:
-            # pynndescent grows its graph in place (update), cheaper than a rebuild.
-            self._graph.update(keys.cpu().numpy().astype(np.float32, copy=False))
-            self._graph.prepare()
-            self._graph_size = self._keys.shape[0]
-        elif backend == "approximate":
+        if backend == "faiss" and self.backend_ == "faiss" and self._graph is not None:
+            self._faiss_add(keys)  # HNSW inserts natively: ids continue at ntotal
+        elif backend != self.backend_ or backend == "approximate":
             self._graph = None  # built lazily at the next query
+            self._graph_size = 0
         self.backend_ = backend
         return self
 
+    def _check_keys(self, keys: torch.Tensor) -> torch.Tensor:
+        keys = _check_2d("keys", keys).detach()
+        if not torch.isfinite(keys).all():
+            raise ValueError("`keys` contains NaN or infinity")
+        stored = keys.to(_KEY_DTYPES[self.key_dtype])
+        if self.key_dtype == "float16" and not torch.isfinite(stored).all():
+            raise ValueError(
+                "`keys` exceed float16's range (|x| > 65504); use key_dtype='float32' or rescale them"
+            )
+        return stored
+
     def _choose_backend(self, n: int) -> str:
-        if self.method == "auto":
-            return "approximate" if n >= self.auto_threshold else "exact"
-        return self.method
+        if self.method != "auto":
+            return self.method
+        faiss = _faiss_installed()
+        threshold = self.auto_threshold
+        if threshold is None:
+            threshold = AUTO_THRESHOLD_FAISS if faiss else AUTO_THRESHOLD
+        if n < threshold:
+            return "exact"
+        return "faiss" if faiss and n < AUTO_THRESHOLD else "approximate"
 
     def _build_graph(self) -> None:
+        if self.backend_ == "faiss":
+            self._build_faiss()
+        else:
+            self._build_pynndescent()
+
+    def _build_pynndescent(self) -> None:
         import pynndescent  # lazy: numba compiles on first use, tens of seconds per process
 
         data = self._keys.cpu().numpy().astype(np.float32, copy=False)
@@ -168,6 +254,38 @@ class NeighborIndex:
         )
         self._graph.prepare()
         self._graph_size = data.shape[0]
+
+    def _build_faiss(self) -> None:
+        faiss = _import_faiss()
+        d = self._keys.shape[1]
+        if self.key_dtype == "float16":
+            graph = faiss.IndexHNSWSQ(d, faiss.ScalarQuantizer.QT_fp16, self.hnsw_m)
+        else:
+            graph = faiss.IndexHNSWFlat(d, self.hnsw_m)
+        graph.hnsw.efConstruction = self.ef_construction
+        self._graph, self._graph_size = graph, 0
+        self._faiss_add(self._keys)
+
+    def _faiss_add(self, keys: torch.Tensor) -> None:
+        # In blocks: a float16 -> float32 copy of a million keys would double their memory at once.
+        with _faiss_threads(self.n_jobs):
+            for s in range(0, keys.shape[0], _FAISS_ADD_BLOCK):
+                block = keys[s : s + _FAISS_ADD_BLOCK].cpu().numpy()
+                self._graph.add(np.ascontiguousarray(block, dtype=np.float32))
+        self._graph_size += keys.shape[0]
+
+    def memory_bytes(self) -> dict[str, int]:
+        """Memory held by the index, in bytes: ``keys`` (the stored tensor), ``graph`` (the
+        approximate backend's structures, including its own copy of the vectors where it keeps one;
+        0 for exact search or before a lazy rebuild) and ``total``."""
+        keys = 0 if self._keys is None else self._keys.nelement() * self._keys.element_size()
+        graph = 0
+        if self._graph is not None and self.backend_ == "faiss":
+            graph = _faiss_bytes(self._graph)
+        elif self._graph is not None:
+            shared = self._keys.numpy() if self._keys.device.type == "cpu" else None
+            graph = _object_bytes(self._graph, shared)
+        return {"keys": keys, "graph": graph, "total": keys + graph}
 
     # ------------------------------------------------------------------ querying
     def __len__(self) -> int:
@@ -200,7 +318,8 @@ class NeighborIndex:
         ids : LongTensor of shape (n, k)
         """
         keys = self.keys
-        queries = _check_2d("queries", queries).detach().to(keys.device, keys.dtype)
+        # float32 at least, whatever the keys' storage: float16 queries would add their own rounding.
+        queries = _check_2d("queries", queries).detach().to(keys.device, torch.float32)
         if queries.shape[1] != keys.shape[1]:
             raise ValueError(
                 f"`queries` have {queries.shape[1]} dimensions but the index stores {keys.shape[1]}"
@@ -222,6 +341,10 @@ class NeighborIndex:
             return empty, empty.long()
         if self.backend_ == "exact":
             return self._query_exact(queries, k, exclude)
+        if self._graph is None or self._graph_size != len(self):
+            self._build_graph()
+        if self.backend_ == "faiss":
+            return self._query_faiss(queries, k, exclude)
         return self._query_approximate(queries, k, exclude)
 
     def _query_exact(self, queries, k, exclude):
@@ -239,10 +362,10 @@ class NeighborIndex:
         n_keys = keys.shape[0]
         available = n_keys - (1 if exclude is not None else 0)
         n_candidates = min(available, k + _RESCORE_MARGIN)
-        eps = torch.finfo(keys.dtype).eps
+        eps = torch.finfo(queries.dtype).eps  # cdist runs in float32 (float16 keys are widened)
         noise = 8 * keys.shape[1] * eps  # float32 cdist's error, relative to |q|^2 + |k|^2
         same = keys.shape[1] * (4 * eps) ** 2  # below this (relative) two embeddings are one row
-        key_norms = keys.double().square().sum(1)
+        key_norms = _key_norms64(keys)
         dists, ids = [], []
         for qs in range(0, queries.shape[0], _EXACT_QUERY_BLOCK):
             q = queries[qs : qs + _EXACT_QUERY_BLOCK]
@@ -263,7 +386,7 @@ class NeighborIndex:
                         q64[unsure], k, None if own is None else own[unsure], key_norms, same
                     )
                     d[unsure], i[unsure] = d_all, i_all
-            dists.append(d.to(keys.dtype))
+            dists.append(d.to(queries.dtype))
             ids.append(i)
         return torch.cat(dists), torch.cat(ids)
 
@@ -274,7 +397,7 @@ class NeighborIndex:
         rows = torch.arange(q.shape[0], device=q.device)
         best_d = best_i = None
         for ks in range(0, keys.shape[0], block):
-            d = torch.cdist(q, keys[ks : ks + block]).square_()
+            d = torch.cdist(q, keys[ks : ks + block].to(q.dtype)).square_()
             if own is not None:  # the query's own key, when it falls in this block, is never a neighbour
                 local = own - ks
                 mine = (local >= 0) & (local < d.shape[1])
@@ -311,39 +434,33 @@ class NeighborIndex:
         return best_d, best_i
 
     def _query_approximate(self, queries, k, exclude):
-        if self._graph is None or self._graph_size != len(self):
-            self._build_graph()
-        device = self.keys.device
         q = queries.cpu().numpy().astype(np.float32, copy=False)
         extra = 1 if exclude is not None else 0
         idx, dist = self._graph.query(q, k=k + extra, epsilon=self.epsilon)
-        idx = torch.from_numpy(idx.astype(np.int64))
-        dist = torch.from_numpy(dist.astype(np.float32))
-        if exclude is not None:
-            e = exclude.cpu()
-            is_self = idx == e[:, None]
-            # Keep the k first ids that are not the query's own; if it was not found drop the last.
-            drop = torch.where(is_self.any(1), is_self.float().argmax(1), torch.full_like(e, k))
-            keep = torch.ones_like(idx, dtype=torch.bool)
-            keep[torch.arange(idx.shape[0]), drop] = False
-            idx = idx[keep].reshape(-1, k)
-            dist = dist[keep].reshape(-1, k)
-        # pynndescent pads with -1 / inf when its graph cannot supply k neighbours: never pass that on.
-        if (idx < 0).any():
-            raise RuntimeError(
-                "the approximate index returned fewer neighbours than requested; "
-                "use method='exact' for such a small or degenerate set of keys"
-            )
-        return dist.to(device), idx.to(device)
+        return _finish_approximate(dist, idx, k, exclude, self.keys.device)
+
+    def _query_faiss(self, queries, k, exclude):
+        faiss = _import_faiss()
+        q = np.ascontiguousarray(queries.cpu().numpy(), dtype=np.float32)
+        extra = 1 if exclude is not None else 0
+        params = faiss.SearchParametersHNSW()  # per call: the index itself is left unchanged
+        params.efSearch = max(self.ef_search, k + extra)
+        with _faiss_threads(self.n_jobs):
+            dist, idx = self._graph.search(q, k + extra, params=params)
+        return _finish_approximate(dist, idx, k, exclude, self.keys.device)
 
     # --------------------------------------------------------------- persistence
     def __getstate__(self):
         state = self.__dict__.copy()
-        state["_graph"] = None  # rebuilt on first query after unpickling
+        state["_graph"] = None  # rebuilt on first query after unpickling (faiss indexes do not pickle)
         state["_graph_size"] = 0
         if self._keys is not None:
             state["_keys"] = self._keys.detach().cpu()
         return state
+
+    def __setstate__(self, state):
+        # Indexes saved before key_dtype and the faiss settings existed load with their defaults.
+        self.__dict__.update({**_LATER_DEFAULTS, **state})
 
     def to(self, device: torch.device | str) -> NeighborIndex:
         """Move the stored keys (and exact search) to ``device``."""
@@ -356,21 +473,132 @@ class NeighborIndex:
         return f"NeighborIndex(method={self.method!r}, backend={backend!r}, n_keys={len(self)})"
 
 
+def _finish_approximate(dist, idx, k, exclude, device):
+    """An approximate backend's (n, k [+ 1]) answer as tensors, each query's own id dropped."""
+    idx = torch.from_numpy(idx.astype(np.int64, copy=False))
+    dist = torch.from_numpy(dist.astype(np.float32, copy=False))
+    if exclude is not None:
+        e = exclude.cpu()
+        is_self = idx == e[:, None]
+        # Keep the k first ids that are not the query's own; if it was not found drop the last.
+        drop = torch.where(is_self.any(1), is_self.float().argmax(1), torch.full_like(e, k))
+        keep = torch.ones_like(idx, dtype=torch.bool)
+        keep[torch.arange(idx.shape[0]), drop] = False
+        idx = idx[keep].reshape(-1, k)
+        dist = dist[keep].reshape(-1, k)
+    # pynndescent and faiss pad with -1 when their graph cannot supply k neighbours: never pass that on.
+    if (idx < 0).any():
+        raise RuntimeError(
+            "the approximate index returned fewer neighbours than requested; "
+            "use method='exact' for such a small or degenerate set of keys"
+        )
+    return dist.to(device), idx.to(device)
+
+
+def _import_faiss():
+    try:
+        import faiss  # lazy: an optional extra
+    except ImportError as error:
+        raise ImportError(
+            "method='faiss' needs the faiss package, an optional extra: pip install 'sksemiparam[faiss]' "
+            "(it installs faiss-cpu); or use method='approximate' (pynndescent) or 'exact'"
+        ) from error
+    return faiss
+
+
+@functools.cache
+def _faiss_installed() -> bool:
+    """Whether faiss is installed, without importing it (once per process)."""
+    try:
+        return importlib.util.find_spec("faiss") is not None
+    except ValueError:  # in sys.modules as None: imports of it are blocked
+        return False
+
+
+@contextlib.contextmanager
+def _faiss_threads(n_jobs: int | None):
+    """faiss's OpenMP threads set to ``n_jobs`` (-1: every core) for the block, then restored."""
+    if n_jobs is None:
+        yield
+        return
+    faiss = _import_faiss()
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads((os.cpu_count() or 1) if n_jobs < 0 else n_jobs)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
+
+
+def _faiss_bytes(graph) -> int:
+    """Bytes of a faiss HNSW index: its stored vectors plus the graph's link lists and offsets."""
+    faiss = _import_faiss()
+    hnsw = graph.hnsw
+    vectors = faiss.downcast_index(graph.storage).codes.size()  # uint8 codes: bytes
+    links = hnsw.neighbors.size() * 4 + hnsw.levels.size() * 4 + hnsw.offsets.size() * 8
+    return int(vectors + links)
+
+
+def _object_bytes(obj, shared: np.ndarray | None, depth: int = 0, seen: set | None = None) -> int:
+    """Bytes of the numpy arrays an object holds (attributes, tuples, lists, sparse matrices), each
+    buffer counted once and none that shares memory with ``shared`` (the stored keys)."""
+    seen = set() if seen is None else seen
+    if isinstance(obj, np.ndarray):
+        base = obj
+        while isinstance(base.base, np.ndarray):
+            base = base.base
+        if id(base) in seen or (shared is not None and np.shares_memory(base, shared)):
+            return 0
+        seen.add(id(base))
+        return int(base.nbytes)
+    if depth >= 3:
+        return 0
+    if isinstance(obj, (tuple, list)):
+        children = obj
+    elif hasattr(obj, "__dict__") and not isinstance(obj, type):
+        children = vars(obj).values()
+    else:
+        return 0
+    return sum(_object_bytes(child, shared, depth + 1, seen) for child in children)
+
+
+def _key_norms64(keys: torch.Tensor) -> torch.Tensor:
+    """Squared norms of the keys in float64, a block at a time (a float64 copy of a million keys
+    would be larger than the keys)."""
+    out = torch.empty(keys.shape[0], dtype=torch.float64, device=keys.device)
+    step = max(1, _FLOAT64_ELEMENTS // max(keys.shape[1], 1))
+    for s in range(0, keys.shape[0], step):
+        out[s : s + step] = keys[s : s + step].double().square().sum(1)
+    return out
+
+
 def _smallest(d: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The k smallest entries of each row of d and their columns, ascending; ties go to the lower column.
 
     ``torch.topk`` breaks ties arbitrarily (and differently from row to row), so equal queries among
     duplicated keys could get different neighbours; here the result depends only on the row itself.
     """
-    kth = torch.topk(d, k, dim=1, largest=False, sorted=True).values[:, -1:]
-    below = d < kth
-    tied = d == kth
-    chosen = below | (tied & (tied.cumsum(1) <= k - below.sum(1, keepdim=True)))
-    # The chosen columns in ascending order, by a top-k rather than nonzero(), whose data-dependent
-    # size would make every CUDA query wait for the GPU (same result, same cost on the CPU).
-    n = d.shape[1]
-    cols = torch.where(chosen, torch.arange(n, device=d.device), n).topk(k, dim=1, largest=False).values
-    values = d.gather(1, cols)
+    # Where the (k+1)-th smallest is larger than the k-th, topk's set is the only one and needs only
+    # ordering; the cumsum below, on a whole (queries x keys) block, cost 2-3x the cdist before it.
+    extra = min(k + 1, d.shape[1])
+    values, cols = torch.topk(d, extra, dim=1, largest=False, sorted=True)
+    kth = values[:, k - 1 : k]
+    ties = values[:, -1] == kth[:, 0] if extra > k else torch.zeros_like(kth[:, 0], dtype=torch.bool)
+    values, cols = _by_value_then_column(values[:, :k], cols[:, :k])
+    if ties.any():
+        rows = ties.nonzero()[:, 0]
+        below = d[rows] < kth[rows]
+        tied = d[rows] == kth[rows]
+        chosen = below | (tied & (tied.cumsum(1) <= k - below.sum(1, keepdim=True)))
+        tied_cols = chosen.nonzero()[:, 1].view(rows.shape[0], k)  # ascending column within each row
+        values[rows], cols[rows] = _by_value_then_column(d[rows].gather(1, tied_cols), tied_cols)
+    return values, cols
+
+
+def _by_value_then_column(values: torch.Tensor, cols: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's entries sorted by (value, column)."""
+    by_col = cols.sort(dim=1).indices
+    values, cols = values.gather(1, by_col), cols.gather(1, by_col)
     order = torch.sort(values, dim=1, stable=True).indices
     return values.gather(1, order), cols.gather(1, order)
 

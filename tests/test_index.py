@@ -79,6 +79,30 @@ def test_query_errors_name_the_problem():
         NeighborIndex("fast")
     with pytest.raises(RuntimeError, match="empty"):
         NeighborIndex().query(torch.zeros(1, 3), 1)
+    with pytest.raises(ValueError, match="`key_dtype` must be 'float32' or 'float16'"):
+        NeighborIndex(key_dtype="int8")
+    with pytest.raises(
+        ValueError, match=r"exceed float16's range \(\|x\| > 65504\); use key_dtype='float32'"
+    ):
+        NeighborIndex("exact", key_dtype="float16").build(torch.full((2, 3), 1e5))
+
+
+def test_float16_keys_halve_memory_and_rank_like_brute_force_on_the_rounded_keys():
+    keys, queries = clustered(500, seed=0), clustered(40, seed=1)
+    index = NeighborIndex("exact", key_dtype="float16").build(torch.from_numpy(keys))
+    assert index.keys.dtype == torch.float16
+    assert index.memory_bytes() == {"keys": 500 * 16 * 2, "graph": 0, "total": 500 * 16 * 2}
+    assert NeighborIndex("exact").build(torch.from_numpy(keys)).memory_bytes()["keys"] == 500 * 16 * 4
+    # Queries stay float32 (float16 queries would round them too): the answer is the float64 brute
+    # force against the float16-rounded keys.
+    dist, ids = index.query(torch.from_numpy(queries), 10)
+    assert dist.dtype == torch.float32
+    rounded = keys.astype(np.float16).astype(np.float64)
+    bd, bi = brute_force(rounded, queries.astype(np.float64), 10)
+    np.testing.assert_array_equal(ids.numpy(), bi)
+    np.testing.assert_allclose(dist.numpy(), bd, rtol=1e-5)
+    index.add(torch.from_numpy(keys[:5]).double())  # added keys are stored as float16 too
+    assert index.keys.dtype == torch.float16 and len(index) == 505
 
 
 def test_auto_switches_at_threshold():
@@ -90,12 +114,31 @@ def test_auto_switches_at_threshold():
     assert index.backend_ == "exact"
 
 
-def test_import_does_not_load_pynndescent_or_numba():
+@pytest.mark.parametrize("faiss_installed", [False, True])
+def test_auto_prefers_faiss_when_installed_below_the_largest_memories(faiss_installed, monkeypatch):
+    from sksemiparam import _index
+
+    monkeypatch.setattr(_index, "_faiss_installed", lambda: faiss_installed)
+    index = NeighborIndex("auto")
+    if faiss_installed:
+        assert index._choose_backend(_index.AUTO_THRESHOLD_FAISS - 1) == "exact"
+        assert index._choose_backend(_index.AUTO_THRESHOLD_FAISS) == "faiss"
+        assert index._choose_backend(_index.AUTO_THRESHOLD - 1) == "faiss"
+    else:
+        assert index._choose_backend(_index.AUTO_THRESHOLD - 1) == "exact"
+    assert index._choose_backend(_index.AUTO_THRESHOLD) == "approximate"  # recall at 1e6: pynndescent
+    # An explicit threshold holds whichever backend is installed.
+    assert NeighborIndex("auto", auto_threshold=10)._choose_backend(10) == (
+        "faiss" if faiss_installed else "approximate"
+    )
+
+
+def test_import_does_not_load_pynndescent_numba_or_faiss():
     code = (
         "import sys, sksemiparam; "
         "from sksemiparam._index import NeighborIndex; import torch; "
         "NeighborIndex('exact').build(torch.zeros(5, 2)).query(torch.zeros(1, 2), 1); "
-        "bad = [m for m in ('pynndescent', 'numba') if m in sys.modules]; "
+        "bad = [m for m in ('pynndescent', 'numba', 'faiss') if m in sys.modules]; "
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -137,8 +180,11 @@ def test_approximate_exclude_self_and_pickle_rebuilds_graph():
 @pytest.mark.approximate
 def test_approximate_add_grows_the_graph():
     keys = torch.from_numpy(clustered(3000, d=8, seed=6))
-    index = NeighborIndex("approximate", random_state=0).build(keys[:2000]).add(keys[2000:])
+    index = NeighborIndex("approximate", random_state=0).build(keys[:2000])
+    assert index.memory_bytes()["graph"] > 0
+    index.add(keys[2000:])
     assert len(index) == 3000
+    assert index._graph is None  # pynndescent's update costs a rebuild: deferred to the next query
     _, ids = index.query(keys[2500:2600], 1)
     assert (ids[:, 0] == torch.arange(2500, 2600)).float().mean() > 0.95
 
@@ -203,3 +249,62 @@ def test_keys_tied_beyond_the_candidates_are_ranked_over_all_keys(exclude, monke
     np.testing.assert_array_equal(ids[::5].numpy(), np.tile(expected, (10, 1)))
     bd, bi = brute_force(keys.double().numpy(), queries.double().numpy(), 4, own.numpy() if exclude else None)
     np.testing.assert_array_equal(ids.numpy(), bi)
+
+
+# ---------------------------------------------------------------------- faiss (optional extra)
+
+
+def test_faiss_missing_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "faiss", None)  # import faiss -> ImportError
+    with pytest.raises(ImportError, match=r"pip install 'sksemiparam\[faiss\]'"):
+        NeighborIndex("faiss").build(torch.zeros(10, 3))
+
+
+def test_faiss_recall_exclude_and_memory():
+    pytest.importorskip("faiss")
+    keys, queries = clustered(5000, d=32, centers=50, seed=3), clustered(500, d=32, centers=50, seed=4)
+    _, true_ids = NeighborIndex("exact").build(torch.from_numpy(keys)).query(torch.from_numpy(queries), 10)
+    for key_dtype in ("float32", "float16"):
+        index = NeighborIndex("faiss", key_dtype=key_dtype).build(torch.from_numpy(keys))
+        assert index.backend_ == "faiss"
+        dist, ids = index.query(torch.from_numpy(queries), 10)
+        hits = sum(len(set(a) & set(b)) for a, b in zip(ids.tolist(), true_ids.tolist()))
+        assert hits / true_ids.numel() >= 0.95
+        assert (dist[:, 1:] >= dist[:, :-1]).all()
+        # The graph holds its own copy of the vectors (4 or 2 bytes a coordinate) and its links.
+        memory = index.memory_bytes()
+        assert memory["keys"] == 5000 * 32 * (4 if key_dtype == "float32" else 2)
+        assert memory["graph"] > memory["keys"]
+    own = torch.arange(300)
+    k = torch.from_numpy(keys)
+    dist, ids = NeighborIndex("faiss").build(k).query(k[:300], 5, exclude=own)
+    assert not (ids == own[:, None]).any()
+    assert (ids[:, 0] != own).all()
+
+
+def test_faiss_add_inserts_without_rebuilding_and_pickle_rebuilds():
+    pytest.importorskip("faiss")
+    keys = torch.from_numpy(clustered(3000, d=8, seed=6))
+    index = NeighborIndex("faiss").build(keys[:2000])
+    graph = index._graph
+    index.add(keys[2000:2500]).add(keys[2500:])
+    assert index._graph is graph and graph.ntotal == 3000  # HNSW grows in place
+    _, ids = index.query(keys[2500:2600], 1)
+    assert (ids[:, 0] == torch.arange(2500, 2600)).float().mean() > 0.95
+
+    clone = pickle.loads(pickle.dumps(index))
+    assert clone._graph is None  # a faiss index is not pickled...
+    _, ids2 = clone.query(keys[2500:2600], 1)  # ...but rebuilt on first use
+    assert clone._graph.ntotal == 3000
+    assert (ids2 == ids).float().mean() > 0.9
+
+
+def test_an_index_pickled_before_key_dtype_existed_still_loads():
+    index = NeighborIndex("exact").build(torch.from_numpy(clustered(50)))
+    state = index.__getstate__()
+    for later in ("key_dtype", "hnsw_m", "ef_construction", "ef_search"):
+        del state[later]
+    old = NeighborIndex.__new__(NeighborIndex)
+    old.__setstate__(state)
+    old.add(torch.from_numpy(clustered(5, seed=1)))
+    assert old.key_dtype == "float32" and len(old) == 55
