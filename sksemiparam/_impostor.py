@@ -114,8 +114,9 @@ class ImpostorClassifier(KernelVoteClassifierBase):
     refresh_every : int, default=1
         Epochs between rebuilds of the index over the centres (and, for ``"tied"``, recomputation
         of the centres).
-    index : {"auto", "exact", "approximate"}, default="auto"
-        Search structure over the centres (exact below 300,000 centres with ``"auto"``).
+    index : {"auto", "exact", "approximate", "faiss"}, default="auto"
+        Search structure over the centres: exact (torch), a pynndescent graph, a faiss HNSW graph
+        (extra ``sksemiparam[faiss]``), or ``"auto"`` (see docs/neighbor-index.md).
     quantize : {None, "pq"}, default=None
         ``"pq"``: after training, store each centre as ``pq_subspaces`` bytes (product
         quantisation) and score queries against the decoded centres. None: float32 centres.

@@ -39,7 +39,7 @@ class KernelVoteClassifierBase(TorchClassifierBase):
         "sigma": [Interval(Real, 0, None, closed="neither"), StrOptions({"scale"})],
         "learn_sigma": ["boolean"],
         "refresh_every": [Interval(Integral, 1, None, closed="left")],
-        "index": [StrOptions({"auto", "exact", "approximate"})],
+        "index": [StrOptions({"auto", "exact", "approximate", "faiss"})],
     }
     # NOTE[paper]: no ReLU after the embedding's last layer: the centres live in an unconstrained
     # metric space (the papers use VGG/ResNet/SqueezeNet features; the activation is not specified).

@@ -68,8 +68,9 @@ class MbPAClassifier(TorchClassifierBase):
         ``(channels, height, width)`` for ``embedding="conv"``.
     head_layer_sizes : tuple of int, default=()
         Hidden widths of the output network g, whose parameters adapt; ``()`` is a linear layer.
-    index : {"auto", "exact", "approximate"}, default="auto"
-        Neighbour search over the memory (exact below 300,000 entries with "auto").
+    index : {"auto", "exact", "approximate", "faiss"}, default="auto"
+        Neighbour search over the memory: exact (torch), a pynndescent graph, a faiss HNSW graph
+        (extra ``sksemiparam[faiss]``), or ``"auto"`` (see docs/neighbor-index.md).
     max_epochs : int, default=100
         Maximum passes over the data in ``fit``.
     batch_size : int, default=100
@@ -184,7 +185,7 @@ class MbPAClassifier(TorchClassifierBase):
         "kernel_epsilon": [Interval(Real, 0, None, closed="neither")],
         "mixture_weight": [Interval(Real, 0, 1, closed="both")],
         "head_layer_sizes": ["array-like"],
-        "index": [StrOptions({"auto", "exact", "approximate"})],
+        "index": [StrOptions({"auto", "exact", "approximate", "faiss"})],
     }
 
     def __init__(

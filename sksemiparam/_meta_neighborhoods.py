@@ -22,7 +22,7 @@ _CONSTRAINTS = {
     "inner_lr_init": [Interval(Real, None, None, closed="neither")],
     "first_order": ["boolean"],
     "n_neighbors": [Interval(Integral, 1, None, closed="left"), None],
-    "index": [StrOptions({"auto", "exact", "approximate"})],
+    "index": [StrOptions({"auto", "exact", "approximate", "faiss"})],
     "head_layer_sizes": ["array-like"],
 }
 
@@ -103,7 +103,7 @@ class MetaNeighborhoodsRegressor(_MetaNeighborhoodsMixin, TorchRegressorBase):
         Attention over the k dictionary entries nearest each query (found through the neighbour
         index, re-scored with autograd) instead of all S: the cost of the inner step falls from S
         to k entries per query. None: all entries, as in the paper.
-    index : {"auto", "exact", "approximate"}, default="auto"
+    index : {"auto", "exact", "approximate", "faiss"}, default="auto"
         Search structure for ``n_neighbors`` (rebuilt every batch, since the keys move).
     head_layer_sizes : tuple of int, default=(128, 128, 128)
         Hidden widths of f_phi (the paper: 3 dense layers of 128).
@@ -317,7 +317,7 @@ class MetaNeighborhoodsClassifier(_MetaNeighborhoodsMixin, TorchClassifierBase):
         Attention over the k dictionary entries nearest each query (found through the neighbour
         index, re-scored with autograd) instead of all S: the cost of the inner step falls from S
         to k entries per query. None: all entries, as in the paper.
-    index : {"auto", "exact", "approximate"}, default="auto"
+    index : {"auto", "exact", "approximate", "faiss"}, default="auto"
         Search structure for ``n_neighbors`` (rebuilt every batch, since the keys move).
     aux_weight : float, default=1.0
         lambda of the auxiliary loss; 0 removes the auxiliary head.

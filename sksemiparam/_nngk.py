@@ -40,7 +40,7 @@ class NNGKClassifier(KernelVoteClassifierBase):
     refresh_every : int, default=1
         Epochs between recomputations of all centres with the current network; a ``partial_fit``
         call counts as one epoch. The centres are also recomputed when training ends.
-    index : {"auto", "exact", "approximate"}, default="auto"
+    index : {"auto", "exact", "approximate", "faiss"}, default="auto"
         Search structure over the centres (see ``NeighborIndex``).
     embedding : {"mlp", "conv", "identity"} or callable, default="mlp"
         f_theta (``"conv"``: the Appendix-B image network, with ``image_shape``). Its last layer has

@@ -71,10 +71,10 @@ class SemiparametricClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin
         been trained on as soon as stored examples of it are retrieved (new classes arriving
         through ``partial_fit``). ``None``: the paper's model, where the head must learn how to use
         each class's estimate. See the ``semiparametric-domain`` benchmark.
-    index : {"auto", "exact", "approximate"}, default="auto"
+    index : {"auto", "exact", "approximate", "faiss"}, default="auto"
         Nearest-neighbour search over the stored embeddings at prediction: exact (torch), an
-        approximate pynndescent graph, or exact below 300,000 stored examples and approximate
-        from there on (see the ``index`` benchmark).
+        approximate pynndescent graph, a faiss HNSW graph (extra ``sksemiparam[faiss]``), or
+        ``"auto"``: exact for small memories, a graph for large ones (see docs/neighbor-index.md).
     max_epochs : int, default=100
         Maximum passes over the data in ``fit``.
     batch_size : int, default=100
@@ -192,7 +192,7 @@ class SemiparametricClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin
         "n_neighbors": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"}), None],
         "head_layer_sizes": ["array-like"],
         "neighbor_skip": [Interval(Real, 0, None, closed="left"), None],
-        "index": [StrOptions({"auto", "exact", "approximate"})],
+        "index": [StrOptions({"auto", "exact", "approximate", "faiss"})],
     }
 
     def __init__(

@@ -308,3 +308,21 @@ def test_an_index_pickled_before_key_dtype_existed_still_loads():
     old.__setstate__(state)
     old.add(torch.from_numpy(clustered(5, seed=1)))
     assert old.key_dtype == "float32" and len(old) == 55
+
+
+@pytest.mark.parametrize("name", ["nngk", "mbpa"])
+def test_estimators_search_with_faiss_when_asked(name):
+    pytest.importorskip("faiss")
+    from sklearn.datasets import load_digits
+
+    from tests._estimators import fast_estimators
+
+    X, y = load_digits(return_X_y=True)
+    X = (X[:400] / 16).astype(np.float32)
+    est = fast_estimators(name, max_epochs=3, random_state=0, device="cpu")[name]
+    exact = est.set_params(index="exact").fit(X[:300], y[:300])
+    expected = exact.predict(X[300:])
+    model = est.set_params(index="faiss").fit(X[:300], y[:300])
+    assert model.index_.backend_ == "faiss"
+    # 300 keys: HNSW finds the true neighbours, so the predictions agree with exact search.
+    assert (model.predict(X[300:]) == expected).mean() >= 0.97
