@@ -310,6 +310,7 @@ def test_an_index_pickled_before_key_dtype_existed_still_loads():
     assert old.key_dtype == "float32" and len(old) == 55
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # 3 epochs
 @pytest.mark.parametrize("name", ["nngk", "mbpa"])
 def test_estimators_search_with_faiss_when_asked(name):
     pytest.importorskip("faiss")
