@@ -32,6 +32,8 @@ from sksemiparam import MbPAClassifier
 from sksemiparam.nn import adapt_and_predict, memory_kernel_weights
 
 QUICK = os.environ.get("SKSEMIPARAM_QUICK") == "1"
+# A network this small runs faster on one torch thread than on several (much faster when the CPU
+# is shared), and every number below is reproducible with it.
 torch.set_num_threads(1)
 
 
