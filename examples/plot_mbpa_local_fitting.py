@@ -32,8 +32,8 @@ from sksemiparam import MbPAClassifier
 from sksemiparam.nn import adapt_and_predict, memory_kernel_weights
 
 QUICK = os.environ.get("SKSEMIPARAM_QUICK") == "1"
-# A network this small runs faster on one torch thread than on several (much faster when the CPU
-# is shared), and every number below is reproducible with it.
+# One torch thread: with two on a shared CPU this example ran up to 10x slower when it was written,
+# and results are only bit-reproducible across runs with a fixed number of threads.
 torch.set_num_threads(1)
 
 

@@ -36,8 +36,8 @@ QUICK = os.environ.get("SKSEMIPARAM_QUICK") == "1"
 N_TRAIN = 400 if QUICK else 1000
 N_EPOCHS = 40 if QUICK else 300
 GRID = 80 if QUICK else 160
-# A network this small runs faster on one torch thread than on several (much faster when the CPU
-# is shared), and every number below is reproducible with it.
+# One torch thread: with two on a shared CPU this example ran up to 10x slower when it was written,
+# and results are only bit-reproducible across runs with a fixed number of threads.
 torch.set_num_threads(1)
 # The vanilla baseline is fitted for a fixed number of epochs.
 warnings.filterwarnings("ignore", category=ConvergenceWarning)
