@@ -375,7 +375,7 @@ class NeighborIndex:
             q_norms = q64.square().sum(1, keepdim=True)
             d64 = _sq_distances64(q64, keys, cand)
             d64 = _snap_to_zero(d64, same * (q_norms + key_norms[cand]))
-            d, i = _rank(d64, cand, k)
+            d, i = (t[:, :k] for t in _by_value_then_column(d64, cand))
             if n_candidates < available:
                 # A key left out has a float32 distance >= the last candidate's, so a true distance
                 # >= that minus the noise; if that could reach the k-th, score the whole row.
@@ -596,7 +596,7 @@ def _smallest(d: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _by_value_then_column(values: torch.Tensor, cols: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each row's entries sorted by (value, column)."""
+    """Each row's entries sorted by (value, column): ties go to the lower column (or id)."""
     by_col = cols.sort(dim=1).indices
     values, cols = values.gather(1, by_col), cols.gather(1, by_col)
     order = torch.sort(values, dim=1, stable=True).indices
@@ -619,11 +619,3 @@ def _snap_to_zero(d: torch.Tensor, tolerance: torch.Tensor) -> torch.Tensor:
     rounding (its embedding computed at another position in a batch, where BLAS rounds differently:
     ~1e-7 relative per coordinate) ties with all of them at 0."""
     return d.masked_fill_(d <= tolerance, 0.0)
-
-
-def _rank(d: torch.Tensor, ids: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The k entries of each row with the smallest (distance, id)."""
-    by_id = ids.argsort(1)
-    d, ids = d.gather(1, by_id), ids.gather(1, by_id)
-    order = torch.sort(d, dim=1, stable=True).indices[:, :k]
-    return d.gather(1, order), ids.gather(1, order)
