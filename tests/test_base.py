@@ -151,27 +151,6 @@ def test_failed_partial_fit_leaves_the_model_unchanged(data):
     assert est.n_features_in_ == 4 and est.n_iter_ == pickle.loads(before).n_iter_
 
 
-def test_failed_first_fit_keeps_attributes_set_before_it(data):
-    # GridSearchCV sets a private attribute on the estimator before fit and deletes it after; a
-    # failed first fit that removed it raised AttributeError there instead of the fit's own error.
-    from sklearn.model_selection import GridSearchCV
-
-    X, y = data
-
-    def failing(in_features, embedding_dim):
-        raise RuntimeError("the network cannot be built")
-
-    est = SemiparametricClassifier(embedding=failing, max_epochs=1, device="cpu")
-    est._set_by_a_meta_estimator = 1
-    with pytest.raises(RuntimeError, match="the network cannot be built"):
-        est.fit(X, y)
-    assert est._set_by_a_meta_estimator == 1
-    assert not hasattr(est, "module_") and not hasattr(est, "classes_")
-    search = GridSearchCV(est, {"tau": [1.0]}, cv=2, error_score="raise")
-    with pytest.raises(RuntimeError, match="the network cannot be built"):
-        search.fit(X, y)
-
-
 def test_warm_start_continues_training(data):
     X, y = data
     est = clone(ESTIMATORS[1]).set_params(warm_start=True, max_epochs=3, tol=0.0, n_iter_no_change=100)

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from sklearn.base import clone, is_classifier
 from sklearn.exceptions import NotFittedError
+from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -152,7 +153,7 @@ def test_a_second_ctrl_c_aborts_and_leaves_the_model_as_before():
 
 
 @pytest.mark.parametrize("name", ["semiparametric", "mbpa"])
-def test_a_failed_first_fit_inside_a_pipeline_raises_its_own_error(name):
+def test_a_failed_first_fit_inside_a_meta_estimator_raises_its_own_error(name):
     # The failed fit once deleted every attribute but the parameters, also the one scikit-learn's
     # Pipeline had set, so the user saw an AttributeError about `_parent_callback_ctx` instead.
     X_nan = X.copy()
@@ -160,3 +161,7 @@ def test_a_failed_first_fit_inside_a_pipeline_raises_its_own_error(name):
     pipe = make_pipeline(StandardScaler(), clone(ESTIMATORS[name]))
     with pytest.raises(ValueError, match="Input X contains NaN"):
         pipe.fit(X_nan, _y(ESTIMATORS[name], 60))
+    # GridSearchCV sets (and afterwards deletes) the same kind of attribute on each candidate.
+    search = GridSearchCV(clone(ESTIMATORS[name]), {"max_epochs": [1]}, cv=2, error_score="raise")
+    with pytest.raises(ValueError, match="Input X contains NaN"):
+        search.fit(X_nan, _y(ESTIMATORS[name], 60))
