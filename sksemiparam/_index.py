@@ -14,22 +14,20 @@ Distances are squared Euclidean. Three backends sit behind it:
   here, on first use: their JIT compilation costs tens of seconds in every new process;
 - ``"faiss"``: a faiss HNSW graph (optional extra ``sksemiparam[faiss]``), imported only on first use.
 
-``"auto"`` picks exact below ``AUTO_THRESHOLD`` stored keys and pynndescent above; with faiss installed,
-exact below ``AUTO_THRESHOLD_FAISS``, faiss up to ``AUTO_THRESHOLD`` and pynndescent above (see the
-``index`` and ``index-scale`` benchmarks for the measurements behind the rule).
+``"auto"`` picks exact below ``AUTO_THRESHOLD`` stored keys and pynndescent above, whether or not faiss
+is installed: faiss is used only when asked for (see the ``index`` and ``index-scale`` benchmarks for
+the measurements behind the rule).
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
-import importlib.util
 import os
 
 import numpy as np
 import torch
 
-__all__ = ["AUTO_THRESHOLD", "AUTO_THRESHOLD_FAISS", "NeighborIndex"]
+__all__ = ["AUTO_THRESHOLD", "NeighborIndex"]
 
 # Exact search below this many stored keys, approximate above. Measured by `python -m benchmarks index`
 # (d = 32, clustered keys, 10k queries, 2 CPU cores): the approximate backend answers queries faster
@@ -40,16 +38,11 @@ AUTO_THRESHOLD = 300_000
 # `python -m benchmarks index-scale` (d = 64) agrees: from 3e5 to 1e6 keys a pynndescent build cost
 # 1.05-1.19x of 10k exact queries and its queries were 25-53x faster (recall@10 0.986-0.976).
 #
-# With faiss installed, exact below AUTO_THRESHOLD_FAISS keys, faiss from there up to AUTO_THRESHOLD,
-# pynndescent from AUTO_THRESHOLD on. Measured by index-scale (d = 64, clustered keys, 10k queries,
-# 2 busy cores; docs/neighbor-index.md has the tables and how noisy they are): faiss has no JIT
-# (pynndescent compiles 55-130 s per process) and adds natively; from 1e4 to 1e5 keys its build plus
-# 10k queries took 0.56-0.82x exact's 10k queries (a repeat: 0.57-0.72x to 3e4, but 1.35x at 1e5),
-# and its queries alone were 13-20x faster, at recall@10 >= 0.995. Below 1e4 exact search stays
-# (bit-reproducible, batch-invariant, no build) at 1.1-1.25x faiss's build plus 10k queries. With
-# its defaults faiss's recall falls to 0.968 at 3e5 and 0.90 at 1e6 keys (efSearch 192 for 0.95, and
-# a build 2x slower than pynndescent's), whose recall held 0.976: the largest memories stay with it.
-AUTO_THRESHOLD_FAISS = 10_000
+# "auto" never picks faiss, installed or not. Its HNSW build is multi-threaded and not reproducible, so
+# installing an optional extra would make refits with the same seed differ; and index-scale did not
+# show it clearly faster where it could take over (1e4-3e5 keys: build + 10k queries 0.56-0.82x of
+# exact's queries in one run, 1.35x at 1e5 in a repeat), while its recall with the defaults fell to
+# 0.90 at 1e6 keys where pynndescent's held 0.976. It stays one argument away: method="faiss".
 
 # Exact search works on blocks of this many queries x _EXACT_KEY_BLOCK keys (64 MiB of float32
 # distances), merging the running top-k across key blocks, so its cost stays linear in N.
@@ -81,11 +74,10 @@ class NeighborIndex:
     method : {"auto", "exact", "approximate", "faiss"}, default="auto"
         Backend. ``"approximate"`` is a pynndescent graph, ``"faiss"`` a faiss HNSW graph (needs the
         optional extra: ``pip install sksemiparam[faiss]``). ``"auto"`` uses exact search while
-        fewer than ``auto_threshold`` keys are stored and an approximate graph from then on: faiss
-        when it is installed, up to ``AUTO_THRESHOLD`` keys, else pynndescent.
+        fewer than ``auto_threshold`` keys are stored and a pynndescent graph from then on; it
+        never picks faiss (not reproducible), installed or not.
     auto_threshold : int or None, default=None
-        Number of stored keys from which ``"auto"`` switches to an approximate backend. None:
-        ``AUTO_THRESHOLD_FAISS`` when faiss is installed (no JIT, native ``add``), else
+        Number of stored keys from which ``"auto"`` switches to pynndescent. None:
         ``AUTO_THRESHOLD``.
     key_dtype : {"float32", "float16"}, default="float32"
         Storage of the keys. ``"float16"`` halves their memory; queries are still compared in
@@ -225,13 +217,8 @@ class NeighborIndex:
     def _choose_backend(self, n: int) -> str:
         if self.method != "auto":
             return self.method
-        faiss = _faiss_installed()
-        threshold = self.auto_threshold
-        if threshold is None:
-            threshold = AUTO_THRESHOLD_FAISS if faiss else AUTO_THRESHOLD
-        if n < threshold:
-            return "exact"
-        return "faiss" if faiss and n < AUTO_THRESHOLD else "approximate"
+        threshold = AUTO_THRESHOLD if self.auto_threshold is None else self.auto_threshold
+        return "exact" if n < threshold else "approximate"
 
     def _build_graph(self) -> None:
         if self.backend_ == "faiss":
@@ -504,15 +491,6 @@ def _import_faiss():
             "(it installs faiss-cpu); or use method='approximate' (pynndescent) or 'exact'"
         ) from error
     return faiss
-
-
-@functools.cache
-def _faiss_installed() -> bool:
-    """Whether faiss is installed, without importing it (once per process)."""
-    try:
-        return importlib.util.find_spec("faiss") is not None
-    except ValueError:  # in sys.modules as None: imports of it are blocked
-        return False
 
 
 @contextlib.contextmanager
