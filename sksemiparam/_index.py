@@ -165,9 +165,15 @@ class NeighborIndex:
         self._graph_size = 0  # number of keys the graph holds
 
     # ------------------------------------------------------------------ building
-    def build(self, keys: torch.Tensor) -> NeighborIndex:
-        """Replace the stored keys with ``keys`` (N, d) and index them."""
-        keys = self._check_keys(keys)
+    def build(self, keys: torch.Tensor, *, check_finite: bool = True) -> NeighborIndex:
+        """Replace the stored keys with ``keys`` (N, d) and index them.
+
+        ``check_finite=False`` skips the check that the keys are finite (and within float16's range
+        with ``key_dtype="float16"``): on a GPU it is the one value ``build`` reads back from the
+        device, so a caller that rebuilds an index of keys it knows to be finite every step (its own
+        parameters) may skip it.
+        """
+        keys = self._check_keys(keys, check_finite)
         if keys.shape[0] == 0:
             raise ValueError("cannot build a NeighborIndex from 0 keys")
         self._keys = keys.contiguous()
@@ -178,8 +184,9 @@ class NeighborIndex:
             self._build_graph()
         return self
 
-    def add(self, keys: torch.Tensor) -> NeighborIndex:
-        """Append ``keys`` (n, d); their ids continue after the stored ones.
+    def add(self, keys: torch.Tensor, *, check_finite: bool = True) -> NeighborIndex:
+        """Append ``keys`` (n, d); their ids continue after the stored ones (``check_finite``: as in
+        ``build``).
 
         Exact search only appends. faiss inserts the new keys into its HNSW graph. A pynndescent
         graph is dropped and rebuilt at the next query: its ``update`` re-runs the forest and
@@ -187,8 +194,8 @@ class NeighborIndex:
         docs/neighbor-index.md). Several ``add`` calls in a row so pay for one rebuild.
         """
         if self._keys is None:
-            return self.build(keys)
-        keys = self._check_keys(keys).to(self._keys.device)
+            return self.build(keys, check_finite=check_finite)
+        keys = self._check_keys(keys, check_finite).to(self._keys.device)
         if keys.shape[1] != self._keys.shape[1]:
             raise ValueError(
                 f"`keys` have {keys.shape[1]} dimensions but the index stores {self._keys.shape[1]}"
@@ -203,12 +210,12 @@ class NeighborIndex:
         self.backend_ = backend
         return self
 
-    def _check_keys(self, keys: torch.Tensor) -> torch.Tensor:
+    def _check_keys(self, keys: torch.Tensor, check_finite: bool = True) -> torch.Tensor:
         keys = _check_2d("keys", keys).detach()
-        if not torch.isfinite(keys).all():
+        if check_finite and not torch.isfinite(keys).all():
             raise ValueError("`keys` contains NaN or infinity")
         stored = keys.to(_KEY_DTYPES[self.key_dtype])
-        if self.key_dtype == "float16" and not torch.isfinite(stored).all():
+        if check_finite and self.key_dtype == "float16" and not torch.isfinite(stored).all():
             raise ValueError(
                 "`keys` exceed float16's range (|x| > 65504); use key_dtype='float32' or rescale them"
             )
@@ -353,7 +360,7 @@ class NeighborIndex:
         noise = 8 * keys.shape[1] * eps  # float32 cdist's error, relative to |q|^2 + |k|^2
         same = keys.shape[1] * (4 * eps) ** 2  # below this (relative) two embeddings are one row
         key_norms = _key_norms64(keys)
-        dists, ids = [], []
+        dists, ids, unsure = [], [], []
         for qs in range(0, queries.shape[0], _EXACT_QUERY_BLOCK):
             q = queries[qs : qs + _EXACT_QUERY_BLOCK]
             own = None if exclude is None else exclude[qs : qs + _EXACT_QUERY_BLOCK]
@@ -365,34 +372,36 @@ class NeighborIndex:
             d, i = (t[:, :k] for t in _by_value_then_column(d64, cand))
             if n_candidates < available:
                 # A key left out has a float32 distance >= the last candidate's, so a true distance
-                # >= that minus the noise; if that could reach the k-th, score the whole row.
+                # >= that minus the noise; if that could reach the k-th, the row is scored in full.
                 floor = d32[:, -1].double() - noise * (q_norms[:, 0] + key_norms.max())
-                unsure = (floor <= d[:, -1]).nonzero()[:, 0]
-                if unsure.numel():
-                    d_all, i_all = self._exact_float64_rows(
-                        q64[unsure], k, None if own is None else own[unsure], key_norms, same
-                    )
-                    d[unsure], i[unsure] = d_all, i_all
-            dists.append(d.to(queries.dtype))
+                unsure.append(floor <= d[:, -1])
+            dists.append(d)
             ids.append(i)
-        return torch.cat(dists), torch.cat(ids)
+        d, i = torch.cat(dists), torch.cat(ids)
+        if unsure:
+            # The only value read back from the device: one per call, not per block.
+            rows = torch.cat(unsure).nonzero()[:, 0]
+            if rows.numel():
+                d[rows], i[rows] = self._exact_float64_rows(
+                    queries[rows].double(), k, None if exclude is None else exclude[rows], key_norms, same
+                )
+        return d.to(queries.dtype), i
 
     def _exact_candidates(self, q, n_candidates, own):
-        """The ``n_candidates`` smallest float32 ``cdist`` distances of each query, over key blocks."""
+        """``n_candidates`` keys of each query with the smallest float32 ``cdist`` distances, over key
+        blocks. Which of several tied keys makes the cut does not matter: the float64 stage ranks the
+        candidates, and a row where a key left out could rank among the k is scored in full."""
         keys = self.keys
         block = max(_EXACT_KEY_BLOCK, n_candidates)
-        rows = torch.arange(q.shape[0], device=q.device)
         best_d = best_i = None
         for ks in range(0, keys.shape[0], block):
             d = torch.cdist(q, keys[ks : ks + block].to(q.dtype)).square_()
             if own is not None:  # the query's own key, when it falls in this block, is never a neighbour
-                local = own - ks
-                mine = (local >= 0) & (local < d.shape[1])
-                d[rows[mine], local[mine]] = float("inf")
-            d, i = _smallest(d, min(n_candidates, d.shape[1]))
+                _exclude_own(d, own - ks)
+            d, i = d.topk(min(n_candidates, d.shape[1]), dim=1, largest=False)
             i += ks
             if best_d is not None:
-                d, pos = _smallest(torch.cat([best_d, d], 1), n_candidates)
+                d, pos = torch.cat([best_d, d], 1).topk(n_candidates, dim=1, largest=False)
                 i = torch.cat([best_i, i], 1).gather(1, pos)
             best_d, best_i = d, i
         return best_d, best_i
@@ -400,7 +409,6 @@ class NeighborIndex:
     def _exact_float64_rows(self, q64, k, own, key_norms, same):
         """The k nearest keys of each row of ``q64`` with every distance computed in float64."""
         keys = self.keys
-        rows = torch.arange(q64.shape[0], device=q64.device)
         block = max(k, _FLOAT64_ELEMENTS // max(q64.shape[0] * keys.shape[1], 1))
         q_norms = q64.square().sum(1, keepdim=True)
         best_d = best_i = None
@@ -409,9 +417,7 @@ class NeighborIndex:
             d = _sq_distances64(q64, keys, chunk.expand(q64.shape[0], -1))
             d = _snap_to_zero(d, same * (q_norms + key_norms[chunk]))
             if own is not None:
-                local = own - ks
-                mine = (local >= 0) & (local < d.shape[1])
-                d[rows[mine], local[mine]] = float("inf")
+                _exclude_own(d, own - ks)
             d, i = _smallest(d, min(k, d.shape[1]))
             i += ks
             if best_d is not None:  # earlier blocks hold the lower ids: ties keep them first
@@ -548,6 +554,14 @@ def _key_norms64(keys: torch.Tensor) -> torch.Tensor:
     for s in range(0, keys.shape[0], step):
         out[s : s + step] = keys[s : s + step].double().square().sum(1)
     return out
+
+
+def _exclude_own(d: torch.Tensor, local: torch.Tensor) -> None:
+    """Set ``d[row, local[row]]`` to +inf where ``0 <= local[row] < d.shape[1]`` (the query's own key
+    falls in this block), in place and without reading anything back from the device."""
+    inside = (local >= 0) & (local < d.shape[1])
+    col = local.clamp(0, d.shape[1] - 1)[:, None]
+    d.scatter_(1, col, d.gather(1, col).masked_fill_(inside[:, None], float("inf")))
 
 
 def _smallest(d: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -44,12 +44,14 @@ class _MetaNeighborhoodsMixin:
         if self.n_neighbors is not None and module.n_inner_steps > 0:
             # NOTE[paper]: large dictionaries: attention over the k entries nearest the query, found
             # without gradients (cosine order = Euclidean order of unit vectors) and re-scored with
-            # autograd. The keys move every step, so the index is rebuilt for every batch.
+            # autograd. The keys move every step, so the index is rebuilt for every batch (without
+            # its finiteness check, a device read: non-finite keys show up in the loss anyway).
             with torch.no_grad():
                 keys, q = module.keys.detach(), z.detach()
                 if self.similarity == "cosine":
                     keys, q = F.normalize(keys, dim=1), F.normalize(q, dim=1)
-                _, ids = NeighborIndex(self.index, random_state=0).build(keys).query(q, self.n_neighbors)
+                index = NeighborIndex(self.index, random_state=0).build(keys, check_finite=False)
+                _, ids = index.query(q, self.n_neighbors)
         out = module.outputs(z, ids)
         return (out, z) if with_embedding else out
 
