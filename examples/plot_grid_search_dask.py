@@ -29,6 +29,7 @@ import os
 import time
 import warnings
 
+import dask
 import joblib
 import matplotlib.pyplot as plt
 import numpy as np
@@ -96,13 +97,28 @@ if __name__ == "__main__":
 # the data travels with the tasks. One thread per worker suits small networks: the Dask nanny
 # starts each worker with ``OMP_NUM_THREADS=1``, and the estimators leave torch's threads alone
 # (``num_threads=None``, the default).
+#
+# One worker setting matters for training speed: the nanny also starts each worker with
+# ``MALLOC_TRIM_THRESHOLD_=65536`` (to give freed memory back to the system), and setting that
+# variable also fixes glibc's mmap threshold at 128 KiB, so every larger buffer of a training
+# step is mapped and unmapped again. Fits ran 1.2-1.6x slower so in the ``gridsearch-dask``
+# benchmark. ``None`` in Dask's configuration leaves the variable out; for workers started with
+# ``dask worker``, put the same in a YAML file in ``~/.config/dask/``:
+#
+# .. code-block:: yaml
+#
+#     distributed:
+#       nanny:
+#         pre-spawn-environ:
+#           MALLOC_TRIM_THRESHOLD_: null
 if __name__ == "__main__":
     start = time.perf_counter()
     address = os.environ.get("SKSEMIPARAM_DASK_SCHEDULER")
     if address:
         client, cluster = Client(address), None
     else:
-        cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+        with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
+            cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
         client = Client(cluster)
     n_workers = len(client.scheduler_info()["workers"])
     print(f"{n_workers} workers at {client.scheduler.address}, ready in {time.perf_counter() - start:.1f} s")
@@ -125,13 +141,14 @@ if __name__ == "__main__":
 # after a few epochs that can change a prediction (here it changed one candidate's accuracy by
 # 0.02 when this process used torch's default of two threads).
 #
-# Only the time differs, and here not in the cluster's favour: on the two-core machine that built
-# these docs, shared with other jobs, one full run took 19 s in one process and 23 s on the
-# cluster plus 20 s to start it (each worker imports torch), a speed-up of 0.83x. The
-# ``gridsearch-dask`` benchmark, on the same machine idle, found the same on a 12-candidate MNIST
-# search: one process 24 s, Dask with two workers 40 s. A cluster pays where there are idle
-# machines to add and the search is long enough to repay the start-up and the shipping of data to
-# the workers; two workers on one two-core machine are not that case.
+# Only the time differs, and little: on the two-core machine that built these docs, two full
+# runs took 6.0 and 4.6 s in one process and 3.8 and 4.1 s on the cluster (1.56x and 1.12x),
+# plus 3.7-4.3 s to start it (each worker imports torch). The ``gridsearch-dask`` benchmark, a
+# 12-candidate MNIST search on the same machine, found Dask between 0.76x and 1.23x of one
+# process over three runs with ``MALLOC_TRIM_THRESHOLD_`` unset, and 0.63-0.78x with Dask's
+# default worker environment; joblib's own process pool (``n_jobs=2``) was 1.10-1.33x. A cluster
+# pays where there are idle machines to add and the search is long enough to repay the start-up
+# and the shipping of data to the workers; two workers on one two-core machine are not that case.
 if __name__ == "__main__":
     same = np.array_equal(serial.cv_results_["mean_test_score"], on_dask.cv_results_["mean_test_score"])
     print(f"same scores: {same}; same best parameters: {serial.best_params_ == on_dask.best_params_}")
