@@ -360,7 +360,7 @@ def plot(report: dict[str, Any], path: str) -> None:
         f"NeighborIndex at scale, d = {DIM}, clustered keys — {env['cpu']}, {env['torch_threads']} threads\n"
         f"query speed-up at n = {summary['largest_n']:,}: {summary['query_speedup_at_largest_n']}x "
         f"({summary['best_approximate_at_largest_n']}, recall {summary['recall_at_largest_n']}); "
-        "dotted verticals: AUTO_THRESHOLD (orange), where the faiss alternative to auto would start (green)",
+        "dotted: AUTO_THRESHOLD (orange), the faiss alternative's start (green)",
         fontsize=10,
     )
     fig.savefig(path, dpi=110)

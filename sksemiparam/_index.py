@@ -35,8 +35,10 @@ __all__ = ["AUTO_THRESHOLD", "NeighborIndex"]
 # recall is < 1, and numba compiles for 30-100 s in every new process. An estimator builds its index
 # once per fit and queries it at every predict, so exact search stays cheaper until a few 1e5 keys.
 AUTO_THRESHOLD = 300_000
-# `python -m benchmarks index-scale` (d = 64) agrees: from 3e5 to 1e6 keys a pynndescent build cost
-# 1.05-1.19x of 10k exact queries and its queries were 25-53x faster (recall@10 0.986-0.976).
+# `python -m benchmarks index-scale` (d = 64, idle machine): from 3e5 to 1e6 keys a pynndescent build
+# cost 1.1-2x of 10k exact queries and its queries were 8-32x faster (recall@10 0.986-0.976); below
+# 3e5 its build cost 0.15-0.8x of 10k exact queries, but numba's 25 s per process outweigh that
+# for a model fitted once. No threshold suits every use (docs/neighbor-index.md).
 #
 # "auto" never picks faiss, installed or not. Its HNSW build is multi-threaded and not reproducible, so
 # installing an optional extra would make refits with the same seed differ; and index-scale did not
