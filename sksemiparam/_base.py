@@ -33,6 +33,8 @@ from sklearn.utils.multiclass import check_classification_targets, unique_labels
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 
+from . import _docstrings
+from ._index import index_from_params
 from .nn import make_embedding
 
 __all__ = ["TorchClassifierBase", "TorchEstimatorBase", "TorchRegressorBase", "resolve_device"]
@@ -146,9 +148,16 @@ class TorchEstimatorBase(BaseEstimator):
     """Shared parameters, training loop and persistence of the torch-backed estimators.
 
     Not used directly: subclasses define ``__init__`` with their full parameter list and the hooks
-    named in the module docstring. See ``SemiparametricClassifier`` for the parameters documented
-    here once for all estimators.
+    named in the module docstring. The parameters and attributes every estimator shares are
+    documented once, in ``_docstrings.SHARED``, and written into each subclass's docstring where it
+    has a ``.. shared::`` line.
     """
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        # The entries every estimator shares are written once, in _docstrings.SHARED.
+        if "__doc__" in cls.__dict__:
+            cls.__doc__ = _docstrings.fill(cls.__doc__)
 
     _parameter_constraints: dict = {
         "embedding": [StrOptions({"mlp", "conv", "identity"}), callable],
@@ -350,6 +359,7 @@ class TorchEstimatorBase(BaseEstimator):
     def _fit(self, X, y, *, incremental: bool, classes=None):
         _check_num_threads(self.num_threads)  # the message predict gives too, not _validate_params'
         self._validate_params()
+        self._new_index(None)  # index_params are checked before anything changes
         first_pass = not hasattr(self, "module_") or (not self.warm_start and not incremental)
         # A call that fails leaves the estimator as it was: a fitted one is restored from this
         # snapshot, an unfitted one stays unfitted. (KeyboardInterrupt during training is not a
@@ -372,6 +382,10 @@ class TorchEstimatorBase(BaseEstimator):
             self._restore(snapshot)
             raise
         return self
+
+    def _new_index(self, random_state):
+        """An empty NeighborIndex of the estimator's ``index`` and ``index_params``."""
+        return index_from_params(self.index, self.index_params, random_state)
 
     def _start_training(self, X, y_enc, n_outputs, *, first_pass, incremental, device):
         if first_pass:

@@ -117,6 +117,7 @@ class ImpostorClassifier(KernelVoteClassifierBase):
     index : {"auto", "exact", "approximate", "faiss"}, default="auto"
         Search structure over the centres: exact (torch), a pynndescent graph, a faiss HNSW graph
         (extra ``sksemiparam[faiss]``), or ``"auto"`` (see docs/neighbor-index.md).
+    .. shared:: index_params
     quantize : {None, "pq"}, default=None
         ``"pq"``: after training, store each centre as ``pq_subspaces`` bytes (product
         quantisation) and score queries against the decoded centres. None: float32 centres.
@@ -145,53 +146,22 @@ class ImpostorClassifier(KernelVoteClassifierBase):
         Size of the embedding, and of a centre before quantisation.
     image_shape : tuple of int, default=None
         ``(channels, height, width)`` of the flattened images in X, for ``embedding="conv"``.
-    max_epochs : int, default=100
-        Maximum passes over the data in ``fit``.
+    .. shared:: max_epochs
     batch_size : int, default=100
         Mini-batch size.
-    learning_rate : float, default=1e-3
-        AdamW step size.
-    weight_decay : float, default=0.0
-        AdamW decoupled weight decay.
+    .. shared:: learning_rate weight_decay
     early_stopping : bool, default=False
         Hold out ``validation_fraction`` of the data (stratified) and stop when its accuracy has not
         improved by ``tol`` for ``n_iter_no_change`` epochs; the best model is kept.
-    validation_fraction : float, default=0.1
-        Share of the training data held out with ``early_stopping``.
-    n_iter_no_change : int, default=10
-        Epochs without improvement (of the training loss, or the validation score with early
-        stopping) before ``fit`` stops.
-    tol : float, default=1e-4
-        Smallest change of the training loss (or the validation score) that counts as an
-        improvement.
-    warm_start : bool, default=False
-        ``fit`` continues from the current weights instead of starting afresh.
+    .. shared:: validation_fraction n_iter_no_change tol warm_start
     ewc_lambda : float, default=0.0
         Strength of the elastic-weight-consolidation penalty that ``end_task`` sets up for
         continual learning with ``partial_fit``; 0 turns it off.
-    device : str, default="auto"
-        ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
-    num_threads : int or None, default=None
-        Torch's intra-op threads (``torch.set_num_threads``) during ``fit``, ``partial_fit`` and
-        prediction, restored afterwards. None leaves torch's setting alone, which is right inside
-        joblib and Dask workers (they already set one thread per task); an int is for a single
-        process that should use fewer threads than cores.
-    precision : {"float32", "bf16", "fp16"}, default="float32"
-        Arithmetic of the network in training steps and forward passes: ``"bf16"`` and ``"fp16"``
-        run them under ``torch.autocast`` in bfloat16 or float16 (float16 with loss scaling).
-        Outputs, losses, distances and stored embeddings stay float32. ``"bf16"`` on CUDA needs a
-        GPU that supports it (``torch.cuda.is_bf16_supported()``); ``"fp16"`` on the CPU works but
-        is slower than float32. See docs/training.md.
-    random_state : int, RandomState instance or None, default=None
-        Seeds the estimator's own torch generator (initialisation, shuffling, dropout); the same
-        seed and data give identical predictions on the CPU. Global RNGs are never touched.
-    verbose : int, default=0
-        0 silent, 1 a progress bar over epochs, 2 one line per epoch.
+    .. shared:: device num_threads precision random_state verbose
 
     Attributes
     ----------
-    classes_ : ndarray of shape (n_classes,)
-        Class labels.
+    .. shared:: classes_
     module_ : KernelVoteNet
         The embedding, sigma, and (``"loose"``) the centres ``module_.centers``.
     centers_X_ : Tensor (n_centers, n_features)
@@ -208,25 +178,14 @@ class ImpostorClassifier(KernelVoteClassifierBase):
         The quantised centres, one byte per sub-space (with ``quantize="pq"``).
     bytes_per_center_ : int
         Storage of one centre: ``pq_subspaces`` quantised, else 4 x embedding dimension.
-    n_features_in_ : int
-        Number of features seen during ``fit``.
+    .. shared:: n_features_in_
     feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Names of the features seen during ``fit``; defined only when X has feature names that are
         all strings.
-    device_ : torch.device
-        Device the module is on.
-    n_iter_ : int
-        Epochs run.
-    loss_curve_ : list of float
-        Mean training loss of each epoch.
-    best_loss_ : float
-        Lowest training loss seen.
+    .. shared:: device_ n_iter_ loss_curve_ best_loss_
     validation_scores_ : list of float or None
         Validation accuracy after each epoch of the last ``fit`` with ``early_stopping``.
-    best_validation_score_ : float or None
-        Best of ``validation_scores_``.
-    ewc_state_ : list of (dict, dict)
-        Per task consolidated by ``end_task``: the anchor parameters and their Fisher diagonal.
+    .. shared:: best_validation_score_ ewc_state_
 
     References
     ----------
@@ -269,6 +228,7 @@ class ImpostorClassifier(KernelVoteClassifierBase):
         learn_sigma=False,
         refresh_every=1,
         index="auto",
+        index_params=None,
         quantize=None,
         pq_subspaces=16,
         pq_rotation=False,
@@ -325,6 +285,7 @@ class ImpostorClassifier(KernelVoteClassifierBase):
         self.learn_sigma = learn_sigma
         self.refresh_every = refresh_every
         self.index = index
+        self.index_params = index_params
         self.quantize = quantize
         self.pq_subspaces = pq_subspaces
         self.pq_rotation = pq_rotation

@@ -22,12 +22,13 @@ the measurements behind the rule).
 from __future__ import annotations
 
 import contextlib
+import numbers
 import os
 
 import numpy as np
 import torch
 
-__all__ = ["AUTO_THRESHOLD", "NeighborIndex"]
+__all__ = ["AUTO_THRESHOLD", "INDEX_PARAMS", "NeighborIndex", "index_from_params"]
 
 # Exact search below this many stored keys, approximate above. Measured by `python -m benchmarks index`
 # (d = 32, clustered keys, 10k queries, 2 CPU cores): the approximate backend answers queries faster
@@ -140,6 +141,25 @@ class NeighborIndex:
     ) -> None:
         if method not in ("auto", "exact", "approximate", "faiss"):
             raise ValueError(f"`method` must be 'auto', 'exact', 'approximate' or 'faiss', got {method!r}")
+        for name, value, optional in (
+            ("auto_threshold", auto_threshold, True),
+            ("graph_degree", graph_degree, False),
+            ("search_tree_leaf_budget", search_tree_leaf_budget, False),
+            ("hnsw_m", hnsw_m, False),
+            ("ef_construction", ef_construction, False),
+            ("ef_search", ef_search, False),
+            ("n_jobs", n_jobs, True),
+        ):
+            if not (value is None and optional) and (
+                isinstance(value, bool) or not isinstance(value, numbers.Integral)
+            ):
+                raise TypeError(f"`{name}` must be an int{' or None' if optional else ''}, got {value!r}")
+        if isinstance(epsilon, bool) or not isinstance(epsilon, numbers.Real) or not 0 <= epsilon < np.inf:
+            raise ValueError(f"`epsilon` must be a finite number >= 0, got {epsilon!r}")
+        if search_tree_leaf_budget < 1:
+            raise ValueError(f"`search_tree_leaf_budget` must be >= 1, got {search_tree_leaf_budget}")
+        if n_jobs == 0:
+            raise ValueError("`n_jobs` must be a positive int, -1 (every core) or None, got 0")
         if auto_threshold is not None and auto_threshold < 1:
             raise ValueError(f"`auto_threshold` must be >= 1, got {auto_threshold}")
         if key_dtype not in _KEY_DTYPES:
@@ -466,6 +486,40 @@ class NeighborIndex:
     def __repr__(self) -> str:
         backend = getattr(self, "backend_", "unbuilt")
         return f"NeighborIndex(method={self.method!r}, backend={backend!r}, n_keys={len(self)})"
+
+
+# NeighborIndex arguments an estimator's ``index_params`` may set; ``method`` and ``random_state``
+# come from the estimator's ``index`` and ``random_state``.
+INDEX_PARAMS = (
+    "auto_threshold",
+    "key_dtype",
+    "graph_degree",
+    "epsilon",
+    "search_tree_leaf_budget",
+    "hnsw_m",
+    "ef_construction",
+    "ef_search",
+    "n_jobs",
+)
+
+
+def index_from_params(method: str, params: dict | None, random_state: int | None) -> NeighborIndex:
+    """A NeighborIndex for an estimator's ``index`` and ``index_params``, checked.
+
+    Raises ValueError naming an argument that ``index_params`` may not set, and NeighborIndex's own
+    ValueError for a value out of range.
+    """
+    params = {} if params is None else params
+    if not isinstance(params, dict):
+        raise TypeError(f"`index_params` must be a dict or None, got {type(params).__name__}")
+    unknown = sorted(str(key) for key in params if key not in INDEX_PARAMS)
+    if unknown:
+        raise ValueError(
+            f"`index_params` has {', '.join(repr(k) for k in unknown)}, which it cannot set; "
+            f"it takes {', '.join(INDEX_PARAMS)} (the backend is the estimator's `index`, the seed "
+            "its `random_state`)"
+        )
+    return NeighborIndex(method, random_state=random_state, **params)
 
 
 def _finish_approximate(dist, idx, k, exclude, device):

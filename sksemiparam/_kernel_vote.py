@@ -20,7 +20,6 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from ._base import TorchClassifierBase, _torch_threads
-from ._index import NeighborIndex
 
 # Dense mode (n_neighbors=None) scores queries against all centres in chunks of at most this many
 # query x centre distances.
@@ -40,6 +39,7 @@ class KernelVoteClassifierBase(TorchClassifierBase):
         "learn_sigma": ["boolean"],
         "refresh_every": [Interval(Integral, 1, None, closed="left")],
         "index": [StrOptions({"auto", "exact", "approximate", "faiss"})],
+        "index_params": [dict, None],
     }
     # NOTE[paper]: no ReLU after the embedding's last layer: the centres live in an unconstrained
     # metric space (the papers use VGG/ResNet/SqueezeNet features; the activation is not specified).
@@ -114,7 +114,7 @@ class KernelVoteClassifierBase(TorchClassifierBase):
         self._on_centers_added(keys)
         if self.index_ is None:
             seed = int(torch.randint(0, 2**31 - 1, (1,), generator=self._generator))
-            self.index_ = NeighborIndex(self.index, random_state=seed).build(keys)
+            self.index_ = self._new_index(seed).build(keys)
         else:  # only the new centres; all are refreshed at the end of the call
             self.index_.add(keys)
 
@@ -180,7 +180,7 @@ class KernelVoteClassifierBase(TorchClassifierBase):
         """Recompute the centres' positions (``_center_keys``) and rebuild the index."""
         keys = self._center_keys()
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=self._generator))
-        self.index_ = NeighborIndex(self.index, random_state=seed).build(keys)
+        self.index_ = self._new_index(seed).build(keys)
         self._epochs_since_refresh = 0
 
     def _log_proba(self, z, exclude=None):

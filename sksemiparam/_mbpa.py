@@ -10,7 +10,6 @@ import torch.nn.functional as F
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from ._base import TorchClassifierBase
-from ._index import NeighborIndex
 from .nn import EpisodicMemory, MbPANet, adapt_and_predict, memory_kernel_weights, memory_vote
 
 _AUTO_NEIGHBORS = 32
@@ -71,56 +70,23 @@ class MbPAClassifier(TorchClassifierBase):
     index : {"auto", "exact", "approximate", "faiss"}, default="auto"
         Neighbour search over the memory: exact (torch), a pynndescent graph, a faiss HNSW graph
         (extra ``sksemiparam[faiss]``), or ``"auto"`` (see docs/neighbor-index.md).
-    max_epochs : int, default=100
-        Maximum passes over the data in ``fit``.
+    .. shared:: index_params max_epochs
     batch_size : int, default=100
         Mini-batch size.
-    learning_rate : float, default=1e-3
-        AdamW step size.
-    weight_decay : float, default=0.0
-        AdamW decoupled weight decay.
+    .. shared:: learning_rate weight_decay
     early_stopping : bool, default=False
         Hold out ``validation_fraction`` of the data (stratified) and stop when its accuracy has not
         improved by ``tol`` for ``n_iter_no_change`` epochs; the best model is kept.
-    validation_fraction : float, default=0.1
-        Share of the training data held out with ``early_stopping``.
-    n_iter_no_change : int, default=10
-        Epochs without improvement (of the training loss, or the validation score with early
-        stopping) before ``fit`` stops.
-    tol : float, default=1e-4
-        Smallest change of the training loss (or the validation score) that counts as an
-        improvement.
-    warm_start : bool, default=False
-        ``fit`` continues from the current weights instead of starting afresh.
+    .. shared:: validation_fraction n_iter_no_change tol warm_start
     ewc_lambda : float, default=0.0
         Strength of the elastic-weight-consolidation penalty that ``end_task`` sets up for
         continual learning with ``partial_fit``; 0 turns it off. With ``end_task``, gives the
         paper's MbPA + EWC combination.
-    device : str, default="auto"
-        ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
-    num_threads : int or None, default=None
-        Torch's intra-op threads (``torch.set_num_threads``) during ``fit``, ``partial_fit`` and
-        prediction, restored afterwards. None leaves torch's setting alone, which is right inside
-        joblib and Dask workers (they already set one thread per task); an int is for a single
-        process that should use fewer threads than cores.
-    precision : {"float32", "bf16", "fp16"}, default="float32"
-        Arithmetic of the network in training steps and forward passes: ``"bf16"`` and ``"fp16"``
-        run them under ``torch.autocast`` in bfloat16 or float16 (float16 with loss scaling).
-        Outputs, losses, distances and stored embeddings stay float32. ``"bf16"`` on CUDA needs a
-        GPU that supports it (``torch.cuda.is_bf16_supported()``); ``"fp16"`` on the CPU works but
-        is slower than float32. See docs/training.md.
-    random_state : int, RandomState instance or None, default=None
-        Seeds the estimator's own torch generator (initialisation, shuffling, dropout); the same
-        seed and data give identical predictions on the CPU. Global RNGs are never touched.
-    verbose : int, default=0
-        0 silent, 1 a progress bar over epochs, 2 one line per epoch.
+    .. shared:: device num_threads precision random_state verbose
 
     Attributes
     ----------
-    classes_ : ndarray of shape (n_classes,)
-        Class labels.
-    n_features_in_ : int
-        Number of features seen during ``fit``.
+    .. shared:: classes_ n_features_in_
     feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Names of the features seen during ``fit``; defined only when X has feature names that are
         all strings.
@@ -130,20 +96,10 @@ class MbPAClassifier(TorchClassifierBase):
         The episodic memory; ``len(memory_)`` is the number of stored entries.
     index_ : NeighborIndex
         Search structure over the memory's keys, refreshed at the end of every fit/partial_fit.
-    device_ : torch.device
-        Device the module is on.
-    n_iter_ : int
-        Epochs run.
-    loss_curve_ : list of float
-        Mean training loss of each epoch.
-    best_loss_ : float
-        Lowest training loss seen.
+    .. shared:: device_ n_iter_ loss_curve_ best_loss_
     validation_scores_ : list of float or None
         Validation accuracy after each epoch of the last ``fit`` with ``early_stopping``.
-    best_validation_score_ : float or None
-        Best of ``validation_scores_``.
-    ewc_state_ : list of (dict, dict)
-        Per task consolidated by ``end_task``: the anchor parameters and their Fisher diagonal.
+    .. shared:: best_validation_score_ ewc_state_
 
     See Also
     --------
@@ -186,6 +142,7 @@ class MbPAClassifier(TorchClassifierBase):
         "mixture_weight": [Interval(Real, 0, 1, closed="both")],
         "head_layer_sizes": ["array-like"],
         "index": [StrOptions({"auto", "exact", "approximate", "faiss"})],
+        "index_params": [dict, None],
     }
 
     def __init__(
@@ -205,6 +162,7 @@ class MbPAClassifier(TorchClassifierBase):
         image_shape=None,
         head_layer_sizes=(),
         index="auto",
+        index_params=None,
         max_epochs=100,
         batch_size=100,
         learning_rate=1e-3,
@@ -252,6 +210,7 @@ class MbPAClassifier(TorchClassifierBase):
         self.mixture_weight = mixture_weight
         self.head_layer_sizes = head_layer_sizes
         self.index = index
+        self.index_params = index_params
 
     # ------------------------------------------------------------------ hooks
     def _check_adaptation(self):
@@ -313,7 +272,7 @@ class MbPAClassifier(TorchClassifierBase):
 
     def _index_memory(self):
         """Index the memory's keys for prediction (exact search shares their storage)."""
-        self.index_ = NeighborIndex(self.index, random_state=self._index_seed).build(self.memory_.keys)
+        self.index_ = self._new_index(self._index_seed).build(self.memory_.keys)
 
     def _fisher_outputs(self, X):
         return self.module_(X)  # EWC protects the parametric model

@@ -9,7 +9,6 @@ import torch.nn.functional as F
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from ._base import TorchClassifierBase, TorchRegressorBase
-from ._index import NeighborIndex
 from .nn import MetaNeighborhoodsNet
 
 # The dictionary and inner-loop parameters shared by both estimators.
@@ -23,6 +22,7 @@ _CONSTRAINTS = {
     "first_order": ["boolean"],
     "n_neighbors": [Interval(Integral, 1, None, closed="left"), None],
     "index": [StrOptions({"auto", "exact", "approximate", "faiss"})],
+    "index_params": [dict, None],
     "head_layer_sizes": ["array-like"],
 }
 
@@ -50,7 +50,7 @@ class _MetaNeighborhoodsMixin:
                 keys, q = module.keys.detach(), z.detach()
                 if self.similarity == "cosine":
                     keys, q = F.normalize(keys, dim=1), F.normalize(q, dim=1)
-                index = NeighborIndex(self.index, random_state=0).build(keys, check_finite=False)
+                index = self._new_index(0).build(keys, check_finite=False)
                 _, ids = index.query(q, self.n_neighbors)
         out = module.outputs(z, ids)
         return (out, z) if with_embedding else out
@@ -107,6 +107,7 @@ class MetaNeighborhoodsRegressor(_MetaNeighborhoodsMixin, TorchRegressorBase):
         to k entries per query. None: all entries, as in the paper.
     index : {"auto", "exact", "approximate", "faiss"}, default="auto"
         Search structure for ``n_neighbors`` (rebuilt every batch, since the keys move).
+    .. shared:: index_params
     head_layer_sizes : tuple of int, default=(128, 128, 128)
         Hidden widths of f_phi (the paper: 3 dense layers of 128).
     embedding : {"identity", "mlp", "conv"} or callable, default="identity"
@@ -117,48 +118,18 @@ class MetaNeighborhoodsRegressor(_MetaNeighborhoodsMixin, TorchRegressorBase):
         Size of the embedding (ignored with ``"identity"``).
     image_shape : tuple of int, default=None
         ``(channels, height, width)`` of the flattened images in X, for ``embedding="conv"``.
-    max_epochs : int, default=100
-        Maximum passes over the data in ``fit``.
+    .. shared:: max_epochs
     batch_size : int, default=128
         Mini-batch size. The paper's value.
-    learning_rate : float, default=1e-3
-        AdamW step size.
-    weight_decay : float, default=0.0
-        AdamW decoupled weight decay.
+    .. shared:: learning_rate weight_decay
     early_stopping : bool, default=False
         Hold out ``validation_fraction`` of the data and stop when its R^2 has not
         improved by ``tol`` for ``n_iter_no_change`` epochs; the best model is kept.
-    validation_fraction : float, default=0.1
-        Share of the training data held out with ``early_stopping``.
-    n_iter_no_change : int, default=10
-        Epochs without improvement (of the training loss, or the validation score with early
-        stopping) before ``fit`` stops.
-    tol : float, default=1e-4
-        Smallest change of the training loss (or the validation score) that counts as an
-        improvement.
-    warm_start : bool, default=False
-        ``fit`` continues from the current weights instead of starting afresh.
+    .. shared:: validation_fraction n_iter_no_change tol warm_start
     ewc_lambda : float, default=0.0
         Strength of the elastic-weight-consolidation penalty that ``end_task`` sets up for
         continual learning with ``partial_fit``; 0 turns it off.
-    device : str, default="auto"
-        ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
-    num_threads : int or None, default=None
-        Torch's intra-op threads (``torch.set_num_threads``) during ``fit``, ``partial_fit`` and
-        prediction, restored afterwards. None leaves torch's setting alone, which is right inside
-        joblib and Dask workers (they already set one thread per task); an int is for a single
-        process that should use fewer threads than cores.
-    precision : {"float32", "bf16", "fp16"}, default="float32"
-        Arithmetic of the network in training steps and forward passes: ``"bf16"`` and ``"fp16"``
-        run them under ``torch.autocast`` in bfloat16 or float16 (float16 with loss scaling).
-        Outputs, losses, distances and stored embeddings stay float32. ``"bf16"`` on CUDA needs a
-        GPU that supports it (``torch.cuda.is_bf16_supported()``); ``"fp16"`` on the CPU works but
-        is slower than float32. See docs/training.md.
-    random_state : int, RandomState instance or None, default=None
-        Seeds the estimator's own torch generator (initialisation, shuffling, dropout); the same
-        seed and data give identical predictions on the CPU. Global RNGs are never touched.
-    verbose : int, default=0
-        0 silent, 1 a progress bar over epochs, 2 one line per epoch.
+    .. shared:: device num_threads precision random_state verbose
 
     Attributes
     ----------
@@ -169,25 +140,14 @@ class MetaNeighborhoodsRegressor(_MetaNeighborhoodsMixin, TorchRegressorBase):
         Number of targets (1 for a 1-d y).
     y_mean_, y_scale_ : ndarray of shape (`n_outputs_`,)
         The target standardisation.
-    n_features_in_ : int
-        Number of features seen during ``fit``.
+    .. shared:: n_features_in_
     feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Names of the features seen during ``fit``; defined only when X has feature names that are
         all strings.
-    device_ : torch.device
-        Device the module is on.
-    n_iter_ : int
-        Epochs run.
-    loss_curve_ : list of float
-        Mean training loss of each epoch.
-    best_loss_ : float
-        Lowest training loss seen.
+    .. shared:: device_ n_iter_ loss_curve_ best_loss_
     validation_scores_ : list of float or None
         Validation R^2 after each epoch of the last ``fit`` with ``early_stopping``.
-    best_validation_score_ : float or None
-        Best of ``validation_scores_``.
-    ewc_state_ : list of (dict, dict)
-        Per task consolidated by ``end_task``: the anchor parameters and their Fisher diagonal.
+    .. shared:: best_validation_score_ ewc_state_
 
     References
     ----------
@@ -217,6 +177,7 @@ class MetaNeighborhoodsRegressor(_MetaNeighborhoodsMixin, TorchRegressorBase):
         first_order=False,
         n_neighbors=None,
         index="auto",
+        index_params=None,
         head_layer_sizes=(128, 128, 128),
         embedding="identity",
         hidden_layer_sizes=(128,),
@@ -268,6 +229,7 @@ class MetaNeighborhoodsRegressor(_MetaNeighborhoodsMixin, TorchRegressorBase):
         self.first_order = first_order
         self.n_neighbors = n_neighbors
         self.index = index
+        self.index_params = index_params
         self.head_layer_sizes = head_layer_sizes
 
     def _check_fit_data(self, X, y, *, first_pass, incremental):
@@ -321,6 +283,7 @@ class MetaNeighborhoodsClassifier(_MetaNeighborhoodsMixin, TorchClassifierBase):
         to k entries per query. None: all entries, as in the paper.
     index : {"auto", "exact", "approximate", "faiss"}, default="auto"
         Search structure for ``n_neighbors`` (rebuilt every batch, since the keys move).
+    .. shared:: index_params
     aux_weight : float, default=1.0
         lambda of the auxiliary loss; 0 removes the auxiliary head.
     head_layer_sizes : tuple of int, default=()
@@ -333,75 +296,33 @@ class MetaNeighborhoodsClassifier(_MetaNeighborhoodsMixin, TorchClassifierBase):
         Size of the features z, the space of the dictionary keys.
     image_shape : tuple of int, default=None
         ``(channels, height, width)`` of the flattened images in X, for ``embedding="conv"``.
-    max_epochs : int, default=100
-        Maximum passes over the data in ``fit``.
+    .. shared:: max_epochs
     batch_size : int, default=128
         Mini-batch size. The paper's value.
-    learning_rate : float, default=1e-3
-        AdamW step size.
-    weight_decay : float, default=0.0
-        AdamW decoupled weight decay.
+    .. shared:: learning_rate weight_decay
     early_stopping : bool, default=False
         Hold out ``validation_fraction`` of the data (stratified) and stop when its accuracy has not
         improved by ``tol`` for ``n_iter_no_change`` epochs; the best model is kept.
-    validation_fraction : float, default=0.1
-        Share of the training data held out with ``early_stopping``.
-    n_iter_no_change : int, default=10
-        Epochs without improvement (of the training loss, or the validation score with early
-        stopping) before ``fit`` stops.
-    tol : float, default=1e-4
-        Smallest change of the training loss (or the validation score) that counts as an
-        improvement.
-    warm_start : bool, default=False
-        ``fit`` continues from the current weights instead of starting afresh.
+    .. shared:: validation_fraction n_iter_no_change tol warm_start
     ewc_lambda : float, default=0.0
         Strength of the elastic-weight-consolidation penalty that ``end_task`` sets up for
         continual learning with ``partial_fit``; 0 turns it off.
-    device : str, default="auto"
-        ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
-    num_threads : int or None, default=None
-        Torch's intra-op threads (``torch.set_num_threads``) during ``fit``, ``partial_fit`` and
-        prediction, restored afterwards. None leaves torch's setting alone, which is right inside
-        joblib and Dask workers (they already set one thread per task); an int is for a single
-        process that should use fewer threads than cores.
-    precision : {"float32", "bf16", "fp16"}, default="float32"
-        Arithmetic of the network in training steps and forward passes: ``"bf16"`` and ``"fp16"``
-        run them under ``torch.autocast`` in bfloat16 or float16 (float16 with loss scaling).
-        Outputs, losses, distances and stored embeddings stay float32. ``"bf16"`` on CUDA needs a
-        GPU that supports it (``torch.cuda.is_bf16_supported()``); ``"fp16"`` on the CPU works but
-        is slower than float32. See docs/training.md.
-    random_state : int, RandomState instance or None, default=None
-        Seeds the estimator's own torch generator (initialisation, shuffling, dropout); the same
-        seed and data give identical predictions on the CPU. Global RNGs are never touched.
-    verbose : int, default=0
-        0 silent, 1 a progress bar over epochs, 2 one line per epoch.
+    .. shared:: device num_threads precision random_state verbose
 
     Attributes
     ----------
-    classes_ : ndarray of shape (n_classes,)
-        Class labels.
+    .. shared:: classes_
     module_ : MetaNeighborhoodsNet
         The trained torch module: the encoder mu, the dictionary (``module_.keys``,
         ``module_.values``), f_phi, alpha and the auxiliary head xi.
-    n_features_in_ : int
-        Number of features seen during ``fit``.
+    .. shared:: n_features_in_
     feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Names of the features seen during ``fit``; defined only when X has feature names that are
         all strings.
-    device_ : torch.device
-        Device the module is on.
-    n_iter_ : int
-        Epochs run.
-    loss_curve_ : list of float
-        Mean training loss of each epoch.
-    best_loss_ : float
-        Lowest training loss seen.
+    .. shared:: device_ n_iter_ loss_curve_ best_loss_
     validation_scores_ : list of float or None
         Validation accuracy after each epoch of the last ``fit`` with ``early_stopping``.
-    best_validation_score_ : float or None
-        Best of ``validation_scores_``.
-    ewc_state_ : list of (dict, dict)
-        Per task consolidated by ``end_task``: the anchor parameters and their Fisher diagonal.
+    .. shared:: best_validation_score_ ewc_state_
 
     References
     ----------
@@ -437,6 +358,7 @@ class MetaNeighborhoodsClassifier(_MetaNeighborhoodsMixin, TorchClassifierBase):
         first_order=False,
         n_neighbors=None,
         index="auto",
+        index_params=None,
         aux_weight=1.0,
         head_layer_sizes=(),
         embedding="mlp",
@@ -489,6 +411,7 @@ class MetaNeighborhoodsClassifier(_MetaNeighborhoodsMixin, TorchClassifierBase):
         self.first_order = first_order
         self.n_neighbors = n_neighbors
         self.index = index
+        self.index_params = index_params
         self.aux_weight = aux_weight
         self.head_layer_sizes = head_layer_sizes
 

@@ -12,7 +12,6 @@ from sklearn.base import ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from ._base import TorchClassifierBase, _torch_threads
-from ._index import NeighborIndex
 from .nn import SemiparametricNet, pairwise_sq_distances, soft_neighbor_class_estimate
 from .nn.semiparametric import resolvable_sq_distances
 
@@ -75,62 +74,28 @@ class SemiparametricClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin
         Nearest-neighbour search over the stored embeddings at prediction: exact (torch), an
         approximate pynndescent graph, a faiss HNSW graph (extra ``sksemiparam[faiss]``), or
         ``"auto"``: exact for small memories, a graph for large ones (see docs/neighbor-index.md).
-    max_epochs : int, default=100
-        Maximum passes over the data in ``fit``.
+    .. shared:: index_params max_epochs
     batch_size : int, default=100
         Mini-batch size (the paper: 100 on MNIST, 1000 on CIFAR). It is also the neighbourhood size
         of the in-batch estimate during training.
-    learning_rate : float, default=1e-3
-        AdamW step size.
-    weight_decay : float, default=0.0
-        AdamW decoupled weight decay.
+    .. shared:: learning_rate weight_decay
     early_stopping : bool, default=False
         Hold out ``validation_fraction`` of the data (stratified) and stop when its accuracy has not
         improved by ``tol`` for ``n_iter_no_change`` epochs; the best model is kept.
-    validation_fraction : float, default=0.1
-        Share of the training data held out with ``early_stopping``.
-    n_iter_no_change : int, default=10
-        Epochs without improvement (of the training loss, or the validation score with early
-        stopping) before ``fit`` stops.
-    tol : float, default=1e-4
-        Smallest change of the training loss (or the validation score) that counts as an
-        improvement.
-    warm_start : bool, default=False
-        ``fit`` continues from the current weights instead of starting afresh.
+    .. shared:: validation_fraction n_iter_no_change tol warm_start
     ewc_lambda : float, default=0.0
         Strength of the elastic-weight-consolidation penalty that ``end_task`` sets up for
         continual learning with ``partial_fit``; 0 turns it off.
-    device : str, default="auto"
-        ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
-    num_threads : int or None, default=None
-        Torch's intra-op threads (``torch.set_num_threads``) during ``fit``, ``partial_fit`` and
-        prediction, restored afterwards. None leaves torch's setting alone, which is right inside
-        joblib and Dask workers (they already set one thread per task); an int is for a single
-        process that should use fewer threads than cores.
-    precision : {"float32", "bf16", "fp16"}, default="float32"
-        Arithmetic of the network in training steps and forward passes: ``"bf16"`` and ``"fp16"``
-        run them under ``torch.autocast`` in bfloat16 or float16 (float16 with loss scaling).
-        Outputs, losses, distances and stored embeddings stay float32. ``"bf16"`` on CUDA needs a
-        GPU that supports it (``torch.cuda.is_bf16_supported()``); ``"fp16"`` on the CPU works but
-        is slower than float32. See docs/training.md.
-    random_state : int, RandomState instance or None, default=None
-        Seeds the estimator's own torch generator (initialisation, shuffling, dropout); the same
-        seed and data give identical predictions on the CPU. Global RNGs are never touched.
-    verbose : int, default=0
-        0 silent, 1 a progress bar over epochs, 2 one line per epoch.
+    .. shared:: device num_threads precision random_state verbose
 
     Attributes
     ----------
-    classes_ : ndarray of shape (n_classes,)
-        Class labels.
-    n_features_in_ : int
-        Number of features seen during ``fit``.
+    .. shared:: classes_ n_features_in_
     feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Defined only when X has feature names that are all strings.
     module_ : SemiparametricNet
         The trained torch module.
-    device_ : torch.device
-        Device the module is on.
+    .. shared:: device_
     index_ : NeighborIndex or None
         Search structure over the stored training embeddings (None in ``"parametric"`` mode),
         built when first needed after a ``fit``/``partial_fit``.
@@ -140,18 +105,10 @@ class SemiparametricClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin
         (x, y) pairs not stored yet, so several passes over the same data keep one copy of each.
     memory_y_ : torch.Tensor of shape (n_stored,) or None
         Their encoded labels (indices into ``classes_``).
-    n_iter_ : int
-        Epochs run.
-    loss_curve_ : list of float
-        Mean training loss of each epoch.
-    best_loss_ : float
-        Lowest training loss seen.
+    .. shared:: n_iter_ loss_curve_ best_loss_
     validation_scores_ : list of float or None
         Validation accuracy after each epoch of the last ``fit`` with ``early_stopping``.
-    best_validation_score_ : float or None
-        Best of ``validation_scores_``.
-    ewc_state_ : list of (dict, dict)
-        Per task consolidated by ``end_task``: the anchor parameters and their Fisher diagonal.
+    .. shared:: best_validation_score_ ewc_state_
     reliance_curve_ : list of float or None
         ``"semiparametric"`` mode: after each epoch, how much the output relies on the neighbour
         estimate c' relative to the embedding v (the paper's Figure 3B): on a fixed probe batch (the
@@ -193,6 +150,7 @@ class SemiparametricClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin
         "head_layer_sizes": ["array-like"],
         "neighbor_skip": [Interval(Real, 0, None, closed="left"), None],
         "index": [StrOptions({"auto", "exact", "approximate", "faiss"})],
+        "index_params": [dict, None],
     }
 
     def __init__(
@@ -208,6 +166,7 @@ class SemiparametricClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin
         head_layer_sizes=(),
         neighbor_skip=None,
         index="auto",
+        index_params=None,
         max_epochs=100,
         batch_size=100,
         learning_rate=1e-3,
@@ -251,6 +210,7 @@ class SemiparametricClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin
         self.head_layer_sizes = head_layer_sizes
         self.neighbor_skip = neighbor_skip
         self.index = index
+        self.index_params = index_params
 
     # ------------------------------------------------------------------ hooks
     def _check_fit_data(self, X, y, *, first_pass, incremental):
@@ -382,7 +342,7 @@ class SemiparametricClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin
         cache = self._index
         if cache.index is None and self.memory_X_ is not None:
             keys = self._embed_rows(self.memory_X_)
-            cache.index = NeighborIndex(self.index, random_state=cache.seed).build(keys)
+            cache.index = self._new_index(cache.seed).build(keys)
         return cache.index
 
     def _to_device(self, device):

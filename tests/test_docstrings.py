@@ -91,3 +91,24 @@ def test_every_fitted_attribute_is_documented(name):
     assert not stale, f"{type(estimator).__name__}: documented attributes no fitted model has: {stale}"
     empty = sorted(a for a, (_, desc) in documented.items() if not desc)
     assert not empty, f"{type(estimator).__name__}: attributes without a description: {empty}"
+
+
+def test_shared_entries_are_filled_in_at_the_markers_indentation():
+    from sksemiparam import _docstrings
+
+    doc = "Estimator.\n\n    Parameters\n    ----------\n    .. shared:: max_epochs tol\n    other : int\n"
+    filled = _docstrings.fill(doc)
+    assert ".. shared::" not in filled
+    assert "    max_epochs : int, default=100\n        Maximum passes" in filled
+    assert "    tol : float, default=1e-4\n        Smallest change" in filled
+    assert filled.endswith("    other : int\n")
+    # Python 3.13 strips docstrings' common indentation: a marker at column 0 gives entries there.
+    assert _docstrings.fill(".. shared:: max_epochs").startswith("max_epochs : int, default=100\n    Maximum")
+    assert _docstrings.fill(None) is None  # python -OO
+    with pytest.raises(KeyError, match="no shared docstring entry 'max_epoch'"):
+        _docstrings.fill("    .. shared:: max_epoch")
+
+
+@pytest.mark.parametrize("name", sorted(ROSTER))
+def test_no_marker_is_left_in_a_docstring(name):
+    assert ".. shared::" not in type(ROSTER[name]).__doc__

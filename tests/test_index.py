@@ -330,3 +330,77 @@ def test_estimators_search_with_faiss_when_asked(name):
     assert model.index_.backend_ == "faiss"
     # 300 keys: HNSW finds the true neighbours, so the predictions agree with exact search.
     assert (model.predict(X[300:]) == expected).mean() >= 0.97
+
+
+def _index_of(model):
+    """The NeighborIndex an estimator searches (Meta-Neighborhoods builds one per batch: none kept)."""
+    return model.index_
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # 2 epochs
+@pytest.mark.parametrize("name", ["semiparametric", "mbpa", "nngk", "impostor"])
+def test_estimators_pass_index_params_to_their_index(name):
+    from sklearn.datasets import load_digits
+
+    from tests._estimators import fast_estimators
+
+    X, y = load_digits(return_X_y=True)
+    X = (X[:400] / 16).astype(np.float32)
+    est = fast_estimators(name, max_epochs=2, random_state=0, device="cpu")[name]
+    exact = est.set_params(index="exact").fit(X[:300], y[:300])
+    expected = exact.predict(X[300:])
+    half = est.set_params(index_params={"key_dtype": "float16", "auto_threshold": 10**9})
+    half = half.fit(X[:300], y[:300])
+    index = _index_of(half)
+    assert index.keys.dtype == torch.float16 and index.auto_threshold == 10**9
+    # Keys rounded to 11 bits (NNGK and Impostor also search them while training): the same seed
+    # gives nearly the same predictions.
+    assert (half.predict(X[300:]) == expected).mean() >= 0.9
+
+
+def test_meta_neighborhoods_passes_index_params_to_its_per_batch_index(monkeypatch):
+    from sklearn.datasets import load_digits
+
+    from sksemiparam import MetaNeighborhoodsClassifier, _index
+
+    seen = []
+    real = _index.NeighborIndex.__init__
+
+    def spy(self, *args, **kwargs):
+        seen.append(kwargs.get("key_dtype"))
+        real(self, *args, **kwargs)
+
+    monkeypatch.setattr(_index.NeighborIndex, "__init__", spy)
+    X, y = load_digits(return_X_y=True)
+    est = MetaNeighborhoodsClassifier(n_entries=16, n_neighbors=4, max_epochs=1, random_state=0)
+    est.set_params(index_params={"key_dtype": "float16"}).fit(X[:100] / 16, y[:100])
+    assert seen and set(seen) == {"float16"}
+
+
+@pytest.mark.parametrize(
+    ("params", "error", "message"),
+    [
+        ({"method": "exact"}, ValueError, "`index_params` has 'method', which it cannot set"),
+        ({"random_state": 0, "ef": 3}, ValueError, "'ef', 'random_state'"),
+        ({"epsilon": -1.0}, ValueError, "`epsilon` must be a finite number >= 0"),
+        ({"epsilon": float("nan")}, ValueError, "`epsilon` must be a finite number >= 0"),
+        ({"graph_degree": 2.5}, TypeError, "`graph_degree` must be an int"),
+        ({"n_jobs": 0}, ValueError, "`n_jobs` must be a positive int"),
+        ({"key_dtype": "bfloat16"}, ValueError, "`key_dtype` must be 'float32' or 'float16'"),
+        ({"auto_threshold": 0}, ValueError, "`auto_threshold` must be >= 1"),
+    ],
+)
+def test_bad_index_params_are_named_and_leave_a_fitted_estimator_alone(params, error, message):
+    from sksemiparam import NNGKClassifier
+
+    X = np.random.default_rng(0).normal(size=(40, 4)).astype(np.float32)
+    y = np.arange(40) % 2
+    model = NNGKClassifier(n_neighbors=4, max_epochs=1, random_state=0).fit(X, y)
+    before = model.predict_proba(X)
+    with pytest.raises(error, match=message.replace("(", r"\(")):
+        model.set_params(index_params=params).fit(X, y)
+    with pytest.raises(error, match=message.replace("(", r"\(")):
+        model.partial_fit(X, y)
+    np.testing.assert_array_equal(model.predict_proba(X), before)
+    with pytest.raises(ValueError, match="The 'index_params' parameter of NNGKClassifier must be"):
+        NNGKClassifier(index_params="exact").fit(X, y)
