@@ -158,8 +158,8 @@ class NeighborIndex:
             raise ValueError(f"`epsilon` must be a finite number >= 0, got {epsilon!r}")
         if search_tree_leaf_budget < 1:
             raise ValueError(f"`search_tree_leaf_budget` must be >= 1, got {search_tree_leaf_budget}")
-        if n_jobs == 0:
-            raise ValueError("`n_jobs` must be a positive int, -1 (every core) or None, got 0")
+        if n_jobs is not None and n_jobs != -1 and n_jobs < 1:
+            raise ValueError(f"`n_jobs` must be a positive int, -1 (every core) or None, got {n_jobs}")
         if auto_threshold is not None and auto_threshold < 1:
             raise ValueError(f"`auto_threshold` must be >= 1, got {auto_threshold}")
         if key_dtype not in _KEY_DTYPES:
