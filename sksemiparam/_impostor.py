@@ -105,8 +105,9 @@ class ImpostorClassifier(KernelVoteClassifierBase):
         importance weights). ``"fixed"``: c_i = f_theta0(x_i) from the untrained network.
     center_reg : float, default=1.0
         lambda of eq. (8) (``"loose"`` only).
-    n_neighbors : int or None, default=32
-        k, the centres that vote for each query. None: all centres.
+    n_neighbors : int, "auto" or None, default="auto"
+        k, the centres that vote for each query. ``"auto"``: 32, or all centres while fewer are
+        stored. None: all centres. An integer larger than the centres stored is an error.
     sigma : float or "scale", default="scale"
         Kernel width; ``"scale"`` as in ``NNGKClassifier``. In use: ``module_.sigma``.
     learn_sigma : bool, default=False
@@ -223,7 +224,7 @@ class ImpostorClassifier(KernelVoteClassifierBase):
         *,
         centers="loose",
         center_reg=1.0,
-        n_neighbors=32,
+        n_neighbors="auto",
         sigma="scale",
         learn_sigma=False,
         refresh_every=1,
@@ -443,7 +444,7 @@ class ImpostorClassifier(KernelVoteClassifierBase):
     def _add_and_drop(self, X, y):
         """Add the n_add worst-predicted rows of the slice, drop the n_drop best-predicted centres."""
         sigma = float(self.module_.sigma)
-        k = self.n_neighbors or len(self.index_)
+        k = min(self._k() or len(self.index_), len(self.index_))
         # Best-predicted existing centres (each voting without itself), decided before adding.
         n_old = self.centers_X_.shape[0]
         old_ids = torch.arange(n_old, device=self.index_.keys.device)
@@ -551,7 +552,7 @@ class ImpostorClassifier(KernelVoteClassifierBase):
         # equals the sum over sub-spaces of query-to-codeword distances.
         z = self.module_(X)
         n_centers = self.codes_.shape[0]
-        k = n_centers if self.n_neighbors is None else min(self.n_neighbors, n_centers)
+        k = n_centers if self._k() is None else min(self._k(), n_centers)
         best_sq = torch.full((z.shape[0], 0), float("inf"), device=z.device)
         best_ids = torch.zeros((z.shape[0], 0), dtype=torch.long, device=z.device)
         for s in range(0, n_centers, _DECODE_CHUNK):

@@ -21,6 +21,8 @@ from torch import nn
 
 from ._base import TorchClassifierBase, _torch_threads
 
+# n_neighbors="auto": this many centres vote, or all of them while fewer are stored.
+_AUTO_NEIGHBORS = 32
 # Dense mode (n_neighbors=None) scores queries against all centres in chunks of at most this many
 # query x centre distances.
 _DENSE_CHUNK_ELEMENTS = 1 << 24
@@ -34,7 +36,7 @@ class KernelVoteClassifierBase(TorchClassifierBase):
 
     _parameter_constraints: dict = {
         **TorchClassifierBase._parameter_constraints,
-        "n_neighbors": [Interval(Integral, 1, None, closed="left"), None],
+        "n_neighbors": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"}), None],
         "sigma": [Interval(Real, 0, None, closed="neither"), StrOptions({"scale"})],
         "learn_sigma": ["boolean"],
         "refresh_every": [Interval(Integral, 1, None, closed="left")],
@@ -65,11 +67,16 @@ class KernelVoteClassifierBase(TorchClassifierBase):
         """Grow per-centre state for newly stored centres whose index keys are ``keys_new``."""
         self._resize_rows("log_importance", new_rows=torch.zeros(keys_new.shape[0]))
 
+    def _k(self):
+        """Centres voting per query: ``n_neighbors``, ``_AUTO_NEIGHBORS`` for "auto" (callers cap it
+        at the centres stored), None for all."""
+        return _AUTO_NEIGHBORS if self.n_neighbors == "auto" else self.n_neighbors
+
     def _check_fit_data(self, X, y, *, first_pass, incremental):
         stored = X.shape[0]
         if incremental and not first_pass and getattr(self, "centers_X_", None) is not None:
             stored += self.centers_X_.shape[0]
-        if self.n_neighbors is not None and self.n_neighbors > stored:
+        if isinstance(self.n_neighbors, Integral) and self.n_neighbors > stored:
             raise ValueError(
                 f"`n_neighbors`={self.n_neighbors} is larger than the {stored} training samples stored as "
                 f"centres; pass n_neighbors <= {stored}"
@@ -205,7 +212,7 @@ class KernelVoteClassifierBase(TorchClassifierBase):
                     for s in range(0, z.shape[0], step)
                 ]
             )
-        k = min(self.n_neighbors, available)
+        k = min(self._k(), available)
         with torch.no_grad():  # search without gradients, then score the retrieved centres with autograd
             _, ids = self.index_.query(z.detach(), k, exclude=exclude)
         return module.log_proba(z, self._scored_centers(ids), ids, targets[ids])
@@ -266,7 +273,7 @@ class KernelVoteClassifierBase(TorchClassifierBase):
         """
         check_is_fitted(self)
         n_centers = len(self.index_)
-        k = n_neighbors if n_neighbors is not None else (self.n_neighbors or n_centers)
+        k = n_neighbors if n_neighbors is not None else min(self._k() or n_centers, n_centers)
         if isinstance(k, bool) or not isinstance(k, Integral) or not 1 <= k <= n_centers:
             raise ValueError(
                 f"`n_neighbors` must be an int in [1, {n_centers}] (the stored centres), got {k!r}"

@@ -24,9 +24,11 @@ class NNGKClassifier(KernelVoteClassifierBase):
 
     Parameters
     ----------
-    n_neighbors : int or None, default=32
-        k, the centres that vote for each query. None: all centres (a dense soft nearest-neighbour
-        rule, as in ModernNCA), whose cost grows with the number of centres.
+    n_neighbors : int, "auto" or None, default="auto"
+        k, the centres that vote for each query. ``"auto"``: 32, or all centres while fewer are
+        stored (a first ``partial_fit`` of a few rows). None: all centres (a dense soft
+        nearest-neighbour rule, as in ModernNCA), whose cost grows with the number of centres. An
+        integer larger than the centres stored is an error.
     sigma : float or "scale", default="scale"
         Kernel width (initial value when ``learn_sigma``). ``"scale"``: the median distance from a
         centre to its nearest other centre (duplicates of it left out), measured once when the
@@ -112,7 +114,7 @@ class NNGKClassifier(KernelVoteClassifierBase):
     def __init__(
         self,
         *,
-        n_neighbors=32,
+        n_neighbors="auto",
         sigma="scale",
         learn_sigma=False,
         learn_importance=True,

@@ -95,7 +95,7 @@ def test_product_quantizer_memory_and_reconstruction():
 
 def test_quantised_prediction_scores_the_reconstructed_centres(digits):
     X_train, X_test, y_train, _ = digits
-    clf = ImpostorClassifier(quantize="pq", pq_subspaces=8, **FAST).fit(X_train, y_train)
+    clf = ImpostorClassifier(n_neighbors=32, quantize="pq", pq_subspaces=8, **FAST).fit(X_train, y_train)
     assert clf.bytes_per_center_ == 8 and clf.codes_.shape == (X_train.shape[0], 8)
     with torch.no_grad():
         z = clf.module_(torch.from_numpy(X_test[:20]))

@@ -179,6 +179,26 @@ def test_too_many_neighbours_for_the_stored_examples(digits):
     assert clf.centers_X_.shape[0] == 80
 
 
+@pytest.mark.parametrize("estimator", ["nngk", "impostor"])
+def test_auto_neighbours_vote_with_all_centres_until_32_are_stored(estimator, digits):
+    # A stream starting with a few rows: "auto" (the default) lets the first small partial_fit
+    # through, where an explicit 32 is an error, and is 32 once enough centres are stored.
+    from sksemiparam import ImpostorClassifier
+
+    make = {"nngk": NNGKClassifier, "impostor": ImpostorClassifier}[estimator]
+    X_train, X_test, y_train, _ = digits
+    assert make().n_neighbors == "auto"
+    with pytest.raises(ValueError, match=r"`n_neighbors`=32 is larger than the 10 training samples"):
+        make(n_neighbors=32, **FAST).partial_fit(X_train[:10], y_train[:10], classes=np.arange(10))
+    auto = make(**FAST).partial_fit(X_train[:10], y_train[:10], classes=np.arange(10))
+    assert auto.explain(X_test[:3]).indices.shape == (3, 10)  # all 10 centres vote
+    auto.partial_fit(X_train[10:100], y_train[10:100])
+    assert auto.explain(X_test[:3]).indices.shape == (3, 32)
+    fixed = make(n_neighbors=10, **FAST).partial_fit(X_train[:10], y_train[:10], classes=np.arange(10))
+    fixed.set_params(n_neighbors=32).partial_fit(X_train[10:100], y_train[10:100])
+    np.testing.assert_allclose(auto.predict_proba(X_test), fixed.predict_proba(X_test), rtol=1e-5, atol=1e-6)
+
+
 def test_ewc_skips_the_per_centre_importance(digits):
     X_train, _, y_train, _ = digits
     clf = NNGKClassifier(ewc_lambda=10.0, **FAST)
