@@ -16,6 +16,7 @@ progress and persistence.
 from __future__ import annotations
 
 import copy
+import hashlib
 import signal
 import threading
 import warnings
@@ -435,6 +436,11 @@ class TorchEstimatorBase(BaseEstimator):
         generator = self.__dict__.get("_generator")
         if generator is not None:
             memo[id(generator)] = generator
+        # Digests of the stored rows are derived data, large (one per stored row) and extended in
+        # place: not copied, and dropped (recomputed on first use) when the snapshot is restored.
+        for name in _DIGEST_CACHES:
+            if self.__dict__.get(name) is not None:
+                memo[id(self.__dict__[name])] = None
         snapshot = copy.deepcopy(self.__dict__, memo)
         if generator is not None:
             snapshot["__generator_state__"] = generator.get_state()
@@ -703,6 +709,9 @@ class TorchEstimatorBase(BaseEstimator):
         state["_optimizer"] = None
         if state.get("_generator") is not None:
             state["_generator"] = self._generator.get_state()
+        for name in _DIGEST_CACHES:  # recomputed from the stored rows on first use
+            if name in state:
+                state[name] = None
         from . import __version__
 
         state["_sksemiparam_version"] = __version__
@@ -727,6 +736,17 @@ class TorchEstimatorBase(BaseEstimator):
         tags.input_tags.sparse = False
         tags.non_deterministic = False
         return tags
+
+
+# Attributes holding digests of stored rows (see _row_digests): caches, never saved or copied.
+_DIGEST_CACHES = ("_digests", "_center_digests")
+
+
+def _row_digests(X, y):
+    """A 128-bit digest of each (row of X, label) pair, to recognise examples already stored."""
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    y = np.ascontiguousarray(y, dtype=np.int64)
+    return [hashlib.blake2b(x.tobytes() + label.tobytes(), digest_size=16).digest() for x, label in zip(X, y)]
 
 
 class _InterruptFlag:

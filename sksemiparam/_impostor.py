@@ -128,7 +128,8 @@ class ImpostorClassifier(KernelVoteClassifierBase):
         Learn an OPQ rotation before quantising.
     n_add : int or None, default=None
         Centres added per ``partial_fit`` after the first: the worst-predicted new examples. None:
-        every new example becomes a centre (as in NNGK; no add/drop policy).
+        every new example becomes a centre (as in NNGK: a row already stored with the same label
+        keeps its centre; no add/drop policy).
     n_drop : int, default=0
         Best-predicted existing centres dropped per ``partial_fit`` (with ``n_add`` set).
     max_centers : int or None, default=None
@@ -359,6 +360,7 @@ class ImpostorClassifier(KernelVoteClassifierBase):
             # Algorithm 1: the slice trains against the current centres; which of its rows become
             # centres is decided after this pass (_on_train_end).
             self._call_offset = 0
+            self._row_center_map = None
             if self._phase == "train":
                 self._row_centers = torch.full((X.shape[0],), -1, dtype=torch.long)
             return
@@ -489,6 +491,7 @@ class ImpostorClassifier(KernelVoteClassifierBase):
         return self.index_.keys
 
     def _drop_rows(self, keep):
+        self._center_digests = None  # centre ids change
         new_id = torch.cumsum(keep.long(), 0) - 1
         new_id[~keep] = -1
         self.centers_X_ = self.centers_X_[keep]

@@ -19,7 +19,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
-from ._base import TorchClassifierBase, _torch_threads
+from ._base import TorchClassifierBase, _row_digests, _torch_threads
 
 # n_neighbors="auto": this many centres vote, or all of them while fewer are stored.
 _AUTO_NEIGHBORS = 32
@@ -88,6 +88,8 @@ class KernelVoteClassifierBase(TorchClassifierBase):
         self.centers_y_ = None
         self.index_ = None
         self._call_offset = 0
+        self._row_center_map = None  # this partial_fit call's row -> centre id, when rows repeat
+        self._center_digests = None  # digest of each stored (row, label) -> centre id, built lazily
         self._epochs_since_refresh = 0
         self._sigma_pending = self.sigma == "scale"
 
@@ -100,21 +102,38 @@ class KernelVoteClassifierBase(TorchClassifierBase):
 
     def _store_centers(self, X, y):
         incremental = self.centers_X_ is not None and self._incremental
+        self._row_center_map = None
         if incremental:
             self._call_offset = self.centers_X_.shape[0]
-            self._add_centers(X, y)
+            # A row stored by an earlier call (partial_fit passes over the same data) is not stored
+            # again: it keeps its centre, which is its own centre to leave out of its vote.
+            digests = _row_digests(X.numpy(), y.numpy())
+            known = self._stored_center_digests()
+            stored = np.array([known.get(d, -1) for d in digests], dtype=np.int64)
+            new = stored < 0
+            if not new.all():
+                stored[new] = self._call_offset + np.arange(int(new.sum()))
+                self._row_center_map = torch.from_numpy(stored)
+                X, y, digests = X[new], y[new], [d for d, n in zip(digests, new) if n]
+            if X.shape[0]:
+                self._add_centers(X, y)
+            for offset, d in enumerate(digests):
+                known.setdefault(d, self._call_offset + offset)
+            self._center_digests = known
         else:
             self._call_offset = 0
             self.centers_X_ = X[:0]
             self.centers_y_ = y[:0].to(self.device_)
             self._reset_rows()
             self.index_ = None
+            self._center_digests = None
             self._add_centers(X, y)
         if self._sigma_pending:
             self._set_sigma_from_scale()
 
     def _add_centers(self, X, y):
         """Store rows as new centres (embedded with the current network) and index them."""
+        self._center_digests = None  # the caller that keeps it up to date puts it back
         keys = self._center_keys(X)
         self.centers_X_ = torch.cat([self.centers_X_, X])
         self.centers_y_ = torch.cat([self.centers_y_, y.to(self.device_)])
@@ -124,6 +143,15 @@ class KernelVoteClassifierBase(TorchClassifierBase):
             self.index_ = self._new_index(seed).build(keys)
         else:  # only the new centres; all are refreshed at the end of the call
             self.index_.add(keys)
+
+    def _stored_center_digests(self):
+        """{digest of (row, label): centre id} of the stored centres, computed on first use."""
+        if getattr(self, "_center_digests", None) is None:
+            digests = _row_digests(self.centers_X_.numpy(), self.centers_y_.cpu().numpy())
+            self._center_digests = {}
+            for i, d in enumerate(digests):
+                self._center_digests.setdefault(d, i)
+        return self._center_digests
 
     def _set_sigma_from_scale(self):
         """sigma = the median distance from a centre to its nearest distinct centre (<= 1000 sampled)."""
@@ -219,6 +247,8 @@ class KernelVoteClassifierBase(TorchClassifierBase):
 
     def _row_center_ids(self, ids):
         """The centre id of each training row of this call (-1: the row is not a centre)."""
+        if getattr(self, "_row_center_map", None) is not None:
+            return self._row_center_map.to(ids.device)[ids]
         return ids + self._call_offset
 
     def _loss(self, X, y, ids):

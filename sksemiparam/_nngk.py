@@ -19,7 +19,8 @@ class NNGKClassifier(KernelVoteClassifierBase):
     example never retrieves its own centre. The centres live in a neighbour index (exact search,
     or a pynndescent graph when large).
 
-    ``partial_fit`` adds the new examples as centres and trains on them; :meth:`explain` returns
+    ``partial_fit`` adds the new examples as centres (rows already stored with the same label keep
+    their centre) and trains on them; :meth:`explain` returns
     the stored examples that decided each prediction.
 
     Parameters

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from numbers import Integral, Real
 
 import numpy as np
@@ -11,7 +10,7 @@ import torch.nn.functional as F
 from sklearn.base import ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from ._base import TorchClassifierBase, _torch_threads
+from ._base import TorchClassifierBase, _row_digests, _torch_threads
 from .nn import SemiparametricNet, pairwise_sq_distances, soft_neighbor_class_estimate
 from .nn.semiparametric import resolvable_sq_distances
 
@@ -406,10 +405,3 @@ class _IndexCache:
 
     def __getstate__(self):  # a cache: pickles stay small and a prediction does not change them
         return {"seed": self.seed, "index": None}
-
-
-def _row_digests(X, y):
-    """A 128-bit digest of each (row of X, label) pair, to recognise examples already stored."""
-    X = np.ascontiguousarray(X, dtype=np.float32)
-    y = np.ascontiguousarray(y, dtype=np.int64)
-    return [hashlib.blake2b(x.tobytes() + label.tobytes(), digest_size=16).digest() for x, label in zip(X, y)]

@@ -139,6 +139,40 @@ def test_partial_fit_adds_the_new_examples_as_centres(digits):
     assert clf.score(X_test, y_test) > 0.8
 
 
+@pytest.mark.parametrize("estimator", ["nngk", "impostor"])
+def test_partial_fit_passes_over_stored_rows_add_no_copies(estimator, digits, monkeypatch):
+    # The partial_fit idiom for epochs: the same rows again. They keep their centres (each leaves
+    # its own centre out of its vote), and only rows not stored yet, or stored with another label,
+    # become centres.
+    from sksemiparam import ImpostorClassifier
+
+    make = {"nngk": NNGKClassifier, "impostor": ImpostorClassifier}[estimator]
+    X_train, _, y_train, _ = digits
+    clf = make(n_neighbors=4, **FAST).partial_fit(X_train[:100], y_train[:100], classes=np.arange(10))
+    calls = _spy_queries(monkeypatch)
+    clf.partial_fit(X_train[50:100], y_train[50:100])
+    assert clf.centers_X_.shape[0] == len(clf.index_) == 100
+    excluded = np.concatenate([exclude for _, exclude in calls if exclude is not None])
+    np.testing.assert_array_equal(np.sort(excluded), np.arange(50, 100))  # their own centres
+    for ids, exclude in calls:
+        if exclude is not None:
+            assert not (ids == exclude[:, None]).any()
+    relabelled = (y_train[:10] + 1) % 10
+    clf.partial_fit(np.vstack([X_train[90:120], X_train[:10]]), np.concatenate([y_train[90:120], relabelled]))
+    assert clf.centers_X_.shape[0] == 100 + 20 + 10  # rows 100-119, and rows 0-9 under new labels
+    np.testing.assert_array_equal(clf.centers_X_[100:120].numpy(), X_train[100:120])
+    np.testing.assert_array_equal(clf.centers_y_[120:].cpu().numpy(), relabelled)
+    # The digests are a cache: not saved, rebuilt from the stored rows, same result.
+    import pickle
+
+    loaded = pickle.loads(pickle.dumps(clf))
+    assert loaded._center_digests is None
+    for model in (clf, loaded):
+        model.partial_fit(X_train[:130], y_train[:130])
+    assert loaded.centers_X_.shape[0] == clf.centers_X_.shape[0] == 130 + 10
+    np.testing.assert_array_equal(loaded.predict_proba(X_train[:20]), clf.predict_proba(X_train[:20]))
+
+
 def test_explain_names_the_deciding_training_examples():
     rng = np.random.default_rng(0)
     X = np.vstack([rng.normal(-3, 0.3, (20, 2)), rng.normal(3, 0.3, (20, 2))]).astype(np.float32)
