@@ -50,11 +50,11 @@ def _recall(approx_ids: torch.Tensor, true_ids: torch.Tensor) -> tuple[float, fl
     return float(hits.mean()), float((hits == 0).float().mean())
 
 
-def _warm_up(centres: np.ndarray, rng: np.random.Generator) -> float:
+def _warm_up(centres: np.ndarray, rng: np.random.Generator, warmup_keys: int = WARMUP_KEYS) -> float:
     """Seconds of numba compilation: a first approximate build+query minus an identical second one."""
     from sksemiparam._index import NeighborIndex
 
-    keys = _mixture(WARMUP_KEYS, centres, rng)
+    keys = _mixture(warmup_keys, centres, rng)
     queries = _mixture(WARMUP_QUERIES, centres, rng)
 
     def once() -> None:

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 
 from ._common import timed
+from .index import CLUSTER_STD, SEED, K, _mixture
+from .index import _warm_up as _index_warm_up
 
 # 1e3 and 3e3 besides the issue's 1e4-1e6: the "auto" rule is checked at every size, small ones too.
 SIZES = [1_000, 3_000, 10_000, 30_000, 100_000, 300_000, 1_000_000]
@@ -28,10 +30,8 @@ DIM = 64
 N_QUERIES = 10_000
 N_QUERIES_AFTER_ADD = 1_000
 ADD_FRACTION = 0.1
-K = 10
 N_CLUSTERS = 100
-CLUSTER_STD = 0.5  # centres ~ N(0, I): clusters ~11 apart, ~4 wide in d = 64
-SEED = 0
+# CLUSTER_STD (0.5) as in the index benchmark: centres ~ N(0, I), clusters ~11 apart, ~4 wide in d = 64
 MIN_RECALL = 0.95
 WITHIN = 1.2  # the "auto" rule must stay within this factor of the fastest adequate backend
 FAISS_FROM = 10_000  # the faiss alternative to "auto": exact below, faiss up to AUTO_THRESHOLD
@@ -45,13 +45,6 @@ CONFIGS = {
     "faiss-float16": {"method": "faiss", "key_dtype": "float16"},
 }
 WARMUP_KEYS = 10_000  # > pynndescent's 1 MiB breadth-first forest threshold (4096 rows at d = 64)
-WARMUP_QUERIES = 1_000
-
-
-def _mixture(n: int, centres: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
-    labels = rng.integers(0, centres.shape[0], n)
-    points = centres[labels] + CLUSTER_STD * rng.standard_normal((n, centres.shape[1]), dtype=np.float32)
-    return torch.from_numpy(points.astype(np.float32, copy=False))
 
 
 def _recall(ids: torch.Tensor, true_ids: torch.Tensor) -> float:
@@ -68,20 +61,13 @@ def _faiss_available() -> bool:
 
 
 def _warm_up(centres: np.ndarray, rng: np.random.Generator) -> float:
-    """Seconds of numba compilation: a first approximate build+query minus an identical second one."""
+    """Seconds of numba compilation (as in the ``index`` benchmark), then faiss imported untimed."""
     from sksemiparam._index import NeighborIndex
 
-    keys = _mixture(WARMUP_KEYS, centres, rng)
-    queries = _mixture(WARMUP_QUERIES, centres, rng)
-
-    def once() -> None:
-        NeighborIndex("approximate", random_state=SEED).build(keys).query(queries, K)
-
-    first, _ = timed(once, repeat_below=0.0, repeats=1)
-    steady, _ = timed(once, repeat_below=0.0, repeats=1)
+    jit = _index_warm_up(centres, rng, WARMUP_KEYS)
     if _faiss_available():  # its import (a second or so) is not part of the first faiss build either
-        NeighborIndex("faiss").build(keys[:1000]).query(queries[:10], K)
-    return max(first - steady, 0.0)
+        NeighborIndex("faiss").build(_mixture(1000, centres, rng)).query(_mixture(10, centres, rng), K)
+    return jit
 
 
 def _measure(name: str, n: int, all_keys, queries, truth, truth_after_add) -> tuple[dict[str, Any], Any, Any]:
