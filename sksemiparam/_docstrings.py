@@ -88,6 +88,24 @@ best_validation_score_ : float or None
     "ewc_state_": """\
 ewc_state_ : list of (dict, dict)
     Per task consolidated by ``end_task``: the anchor parameters and their Fisher diagonal.""",
+    "image_shape": """\
+image_shape : tuple of int, default=None
+    ``(channels, height, width)`` of the flattened images in X, for ``embedding="conv"``.""",
+    "early_stopping": """\
+early_stopping : bool, default=False
+    Hold out ``validation_fraction`` of the data (stratified) and stop when its accuracy has not
+    improved by ``tol`` for ``n_iter_no_change`` epochs; the best model is kept.""",
+    "ewc_lambda": """\
+ewc_lambda : float, default=0.0
+    Strength of the elastic-weight-consolidation penalty that ``end_task`` sets up for
+    continual learning with ``partial_fit``; 0 turns it off.""",
+    "feature_names_in_": """\
+feature_names_in_ : ndarray of shape (`n_features_in_`,)
+    Names of the features seen during ``fit``; defined only when X has feature names that are
+    all strings.""",
+    "validation_scores_": """\
+validation_scores_ : list of float or None
+    Validation accuracy after each epoch of the last ``fit`` with ``early_stopping``.""",
 }
 
 _MARKER = re.compile(r"^(?P<indent>[ \t]*)\.\. shared:: (?P<names>[\w ]+?)[ \t]*$", re.MULTILINE)

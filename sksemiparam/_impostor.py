@@ -146,20 +146,11 @@ class ImpostorClassifier(KernelVoteClassifierBase):
         Hidden widths of the ``"mlp"`` embedding.
     embedding_dim : int, default=64
         Size of the embedding, and of a centre before quantisation.
-    image_shape : tuple of int, default=None
-        ``(channels, height, width)`` of the flattened images in X, for ``embedding="conv"``.
-    .. shared:: max_epochs
+    .. shared:: image_shape max_epochs
     batch_size : int, default=100
         Mini-batch size.
-    .. shared:: learning_rate weight_decay
-    early_stopping : bool, default=False
-        Hold out ``validation_fraction`` of the data (stratified) and stop when its accuracy has not
-        improved by ``tol`` for ``n_iter_no_change`` epochs; the best model is kept.
-    .. shared:: validation_fraction n_iter_no_change tol warm_start
-    ewc_lambda : float, default=0.0
-        Strength of the elastic-weight-consolidation penalty that ``end_task`` sets up for
-        continual learning with ``partial_fit``; 0 turns it off.
-    .. shared:: device num_threads precision random_state verbose
+    .. shared:: learning_rate weight_decay early_stopping validation_fraction n_iter_no_change tol warm_start
+    .. shared:: ewc_lambda device num_threads precision random_state verbose
 
     Attributes
     ----------
@@ -180,13 +171,7 @@ class ImpostorClassifier(KernelVoteClassifierBase):
         The quantised centres, one byte per sub-space (with ``quantize="pq"``).
     bytes_per_center_ : int
         Storage of one centre: ``pq_subspaces`` quantised, else 4 x embedding dimension.
-    .. shared:: n_features_in_
-    feature_names_in_ : ndarray of shape (`n_features_in_`,)
-        Names of the features seen during ``fit``; defined only when X has feature names that are
-        all strings.
-    .. shared:: device_ n_iter_ loss_curve_ best_loss_
-    validation_scores_ : list of float or None
-        Validation accuracy after each epoch of the last ``fit`` with ``early_stopping``.
+    .. shared:: n_features_in_ feature_names_in_ device_ n_iter_ loss_curve_ best_loss_ validation_scores_
     .. shared:: best_validation_score_ ewc_state_
 
     References

@@ -73,11 +73,7 @@ class MbPAClassifier(TorchClassifierBase):
     .. shared:: index_params max_epochs
     batch_size : int, default=100
         Mini-batch size.
-    .. shared:: learning_rate weight_decay
-    early_stopping : bool, default=False
-        Hold out ``validation_fraction`` of the data (stratified) and stop when its accuracy has not
-        improved by ``tol`` for ``n_iter_no_change`` epochs; the best model is kept.
-    .. shared:: validation_fraction n_iter_no_change tol warm_start
+    .. shared:: learning_rate weight_decay early_stopping validation_fraction n_iter_no_change tol warm_start
     ewc_lambda : float, default=0.0
         Strength of the elastic-weight-consolidation penalty that ``end_task`` sets up for
         continual learning with ``partial_fit``; 0 turns it off. With ``end_task``, gives the
@@ -86,20 +82,14 @@ class MbPAClassifier(TorchClassifierBase):
 
     Attributes
     ----------
-    .. shared:: classes_ n_features_in_
-    feature_names_in_ : ndarray of shape (`n_features_in_`,)
-        Names of the features seen during ``fit``; defined only when X has feature names that are
-        all strings.
+    .. shared:: classes_ n_features_in_ feature_names_in_
     module_ : MbPANet
         The trained torch module: the embedding f and the output network g.
     memory_ : EpisodicMemory
         The episodic memory; ``len(memory_)`` is the number of stored entries.
     index_ : NeighborIndex
         Search structure over the memory's keys, refreshed at the end of every fit/partial_fit.
-    .. shared:: device_ n_iter_ loss_curve_ best_loss_
-    validation_scores_ : list of float or None
-        Validation accuracy after each epoch of the last ``fit`` with ``early_stopping``.
-    .. shared:: best_validation_score_ ewc_state_
+    .. shared:: device_ n_iter_ loss_curve_ best_loss_ validation_scores_ best_validation_score_ ewc_state_
 
     See Also
     --------

@@ -116,20 +116,15 @@ class MetaNeighborhoodsRegressor(_MetaNeighborhoodsMixin, TorchRegressorBase):
         Hidden widths of the ``"mlp"`` embedding.
     embedding_dim : int, default=32
         Size of the embedding (ignored with ``"identity"``).
-    image_shape : tuple of int, default=None
-        ``(channels, height, width)`` of the flattened images in X, for ``embedding="conv"``.
-    .. shared:: max_epochs
+    .. shared:: image_shape max_epochs
     batch_size : int, default=128
         Mini-batch size. The paper's value.
     .. shared:: learning_rate weight_decay
     early_stopping : bool, default=False
         Hold out ``validation_fraction`` of the data and stop when its R^2 has not
         improved by ``tol`` for ``n_iter_no_change`` epochs; the best model is kept.
-    .. shared:: validation_fraction n_iter_no_change tol warm_start
-    ewc_lambda : float, default=0.0
-        Strength of the elastic-weight-consolidation penalty that ``end_task`` sets up for
-        continual learning with ``partial_fit``; 0 turns it off.
-    .. shared:: device num_threads precision random_state verbose
+    .. shared:: validation_fraction n_iter_no_change tol warm_start ewc_lambda device num_threads precision
+    .. shared:: random_state verbose
 
     Attributes
     ----------
@@ -140,11 +135,7 @@ class MetaNeighborhoodsRegressor(_MetaNeighborhoodsMixin, TorchRegressorBase):
         Number of targets (1 for a 1-d y).
     y_mean_, y_scale_ : ndarray of shape (`n_outputs_`,)
         The target standardisation.
-    .. shared:: n_features_in_
-    feature_names_in_ : ndarray of shape (`n_features_in_`,)
-        Names of the features seen during ``fit``; defined only when X has feature names that are
-        all strings.
-    .. shared:: device_ n_iter_ loss_curve_ best_loss_
+    .. shared:: n_features_in_ feature_names_in_ device_ n_iter_ loss_curve_ best_loss_
     validation_scores_ : list of float or None
         Validation R^2 after each epoch of the last ``fit`` with ``early_stopping``.
     .. shared:: best_validation_score_ ewc_state_
@@ -294,20 +285,11 @@ class MetaNeighborhoodsClassifier(_MetaNeighborhoodsMixin, TorchClassifierBase):
         Hidden widths of the ``"mlp"`` encoder.
     embedding_dim : int, default=32
         Size of the features z, the space of the dictionary keys.
-    image_shape : tuple of int, default=None
-        ``(channels, height, width)`` of the flattened images in X, for ``embedding="conv"``.
-    .. shared:: max_epochs
+    .. shared:: image_shape max_epochs
     batch_size : int, default=128
         Mini-batch size. The paper's value.
-    .. shared:: learning_rate weight_decay
-    early_stopping : bool, default=False
-        Hold out ``validation_fraction`` of the data (stratified) and stop when its accuracy has not
-        improved by ``tol`` for ``n_iter_no_change`` epochs; the best model is kept.
-    .. shared:: validation_fraction n_iter_no_change tol warm_start
-    ewc_lambda : float, default=0.0
-        Strength of the elastic-weight-consolidation penalty that ``end_task`` sets up for
-        continual learning with ``partial_fit``; 0 turns it off.
-    .. shared:: device num_threads precision random_state verbose
+    .. shared:: learning_rate weight_decay early_stopping validation_fraction n_iter_no_change tol warm_start
+    .. shared:: ewc_lambda device num_threads precision random_state verbose
 
     Attributes
     ----------
@@ -315,13 +297,7 @@ class MetaNeighborhoodsClassifier(_MetaNeighborhoodsMixin, TorchClassifierBase):
     module_ : MetaNeighborhoodsNet
         The trained torch module: the encoder mu, the dictionary (``module_.keys``,
         ``module_.values``), f_phi, alpha and the auxiliary head xi.
-    .. shared:: n_features_in_
-    feature_names_in_ : ndarray of shape (`n_features_in_`,)
-        Names of the features seen during ``fit``; defined only when X has feature names that are
-        all strings.
-    .. shared:: device_ n_iter_ loss_curve_ best_loss_
-    validation_scores_ : list of float or None
-        Validation accuracy after each epoch of the last ``fit`` with ``early_stopping``.
+    .. shared:: n_features_in_ feature_names_in_ device_ n_iter_ loss_curve_ best_loss_ validation_scores_
     .. shared:: best_validation_score_ ewc_state_
 
     References

@@ -53,9 +53,7 @@ class NNGKClassifier(KernelVoteClassifierBase):
         Hidden widths of the ``"mlp"`` embedding.
     embedding_dim : int, default=64
         Size of the embedding, the space of the centres.
-    image_shape : tuple of int, default=None
-        ``(channels, height, width)`` of the flattened images in X, for ``embedding="conv"``.
-    .. shared:: max_epochs
+    .. shared:: image_shape max_epochs
     batch_size : int, default=100
         Mini-batch size.
     .. shared:: learning_rate weight_decay
@@ -63,11 +61,8 @@ class NNGKClassifier(KernelVoteClassifierBase):
         Hold out ``validation_fraction`` of the data (stratified) and stop when its accuracy has not
         improved by ``tol`` for ``n_iter_no_change`` epochs; the best model is kept. The held-out rows are not
         centres.
-    .. shared:: validation_fraction n_iter_no_change tol warm_start
-    ewc_lambda : float, default=0.0
-        Strength of the elastic-weight-consolidation penalty that ``end_task`` sets up for
-        continual learning with ``partial_fit``; 0 turns it off.
-    .. shared:: device num_threads precision random_state verbose
+    .. shared:: validation_fraction n_iter_no_change tol warm_start ewc_lambda device num_threads precision
+    .. shared:: random_state verbose
 
     Attributes
     ----------
@@ -80,13 +75,7 @@ class NNGKClassifier(KernelVoteClassifierBase):
         Their encoded labels (indices into ``classes_``).
     index_ : NeighborIndex
         The centres' embeddings, as of the last refresh.
-    .. shared:: n_features_in_
-    feature_names_in_ : ndarray of shape (`n_features_in_`,)
-        Names of the features seen during ``fit``; defined only when X has feature names that are
-        all strings.
-    .. shared:: device_ n_iter_ loss_curve_ best_loss_
-    validation_scores_ : list of float or None
-        Validation accuracy after each epoch of the last ``fit`` with ``early_stopping``.
+    .. shared:: n_features_in_ feature_names_in_ device_ n_iter_ loss_curve_ best_loss_ validation_scores_
     .. shared:: best_validation_score_ ewc_state_
 
     References

@@ -57,8 +57,7 @@ class SemiparametricClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin
         Hidden widths of the ``"mlp"`` embedding (the paper's MNIST network: 32).
     embedding_dim : int, default=32
         Size of the embedding v (the paper: 32 on MNIST, 128 on CIFAR).
-    image_shape : tuple of int, default=None
-        ``(channels, height, width)`` of the flattened images in X, for ``embedding="conv"``.
+    .. shared:: image_shape
     head_layer_sizes : tuple of int, default=()
         Hidden widths of the classifier head. ``()`` is a single linear layer (the paper's MNIST
         head); the paper's CIFAR head is ``(128, 128)``.
@@ -77,15 +76,8 @@ class SemiparametricClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin
     batch_size : int, default=100
         Mini-batch size (the paper: 100 on MNIST, 1000 on CIFAR). It is also the neighbourhood size
         of the in-batch estimate during training.
-    .. shared:: learning_rate weight_decay
-    early_stopping : bool, default=False
-        Hold out ``validation_fraction`` of the data (stratified) and stop when its accuracy has not
-        improved by ``tol`` for ``n_iter_no_change`` epochs; the best model is kept.
-    .. shared:: validation_fraction n_iter_no_change tol warm_start
-    ewc_lambda : float, default=0.0
-        Strength of the elastic-weight-consolidation penalty that ``end_task`` sets up for
-        continual learning with ``partial_fit``; 0 turns it off.
-    .. shared:: device num_threads precision random_state verbose
+    .. shared:: learning_rate weight_decay early_stopping validation_fraction n_iter_no_change tol warm_start
+    .. shared:: ewc_lambda device num_threads precision random_state verbose
 
     Attributes
     ----------
@@ -104,10 +96,7 @@ class SemiparametricClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin
         (x, y) pairs not stored yet, so several passes over the same data keep one copy of each.
     memory_y_ : torch.Tensor of shape (n_stored,) or None
         Their encoded labels (indices into ``classes_``).
-    .. shared:: n_iter_ loss_curve_ best_loss_
-    validation_scores_ : list of float or None
-        Validation accuracy after each epoch of the last ``fit`` with ``early_stopping``.
-    .. shared:: best_validation_score_ ewc_state_
+    .. shared:: n_iter_ loss_curve_ best_loss_ validation_scores_ best_validation_score_ ewc_state_
     reliance_curve_ : list of float or None
         ``"semiparametric"`` mode: after each epoch, how much the output relies on the neighbour
         estimate c' relative to the embedding v (the paper's Figure 3B): on a fixed probe batch (the
