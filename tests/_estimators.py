@@ -1,4 +1,10 @@
-"""Every public estimator with fast settings, by name: the roster of the cross-estimator tests."""
+"""Every public estimator with fast settings, by name: the one roster of the cross-estimator tests.
+
+A test module takes its estimators from here by name (its pytest ids are these names), never from a
+list of its own. ``fast_estimators()`` with no name gives the configurations every cross-estimator
+test runs on (``DEFAULT``); the other variants (other inference modes, a dense NNGK, ...) are given by
+name only, to the modules that check them (test_common.py runs scikit-learn's checks on them).
+"""
 
 from sksemiparam import (
     ImpostorClassifier,
@@ -9,22 +15,54 @@ from sksemiparam import (
     SemiparametricClassifier,
 )
 
+DEFAULT = (
+    "semiparametric",
+    "parametric",
+    "nonparametric",
+    "mbpa",
+    "meta-neighborhoods-classifier",
+    "meta-neighborhoods-regressor",
+    "nngk",
+    "impostor",
+    "impostor-pq",
+)
 
-def fast_estimators(*names, n_neighbors=4, **params):
-    """The named configurations (all when no name is given), each built with ``params``.
+
+def fast_estimators(*names, n_neighbors=4, n_entries=8, n_add=2, **params):
+    """The named configurations (``DEFAULT`` when no name is given), each built with ``params``.
 
     ``n_neighbors`` is the neighbour count of the estimators that retrieve a fixed number of stored
-    examples (MbPA, NNGK, Impostor); it must not exceed the smallest training set of the test.
+    examples (MbPA, NNGK, Impostor, Meta-Neighborhoods "-knn"); it must not exceed the smallest
+    training set of the test. ``n_entries`` is the Meta-Neighborhoods dictionary size, ``n_add`` the
+    centres "impostor" adds per ``partial_fit`` (None: every new example, as its pq variants do).
+    Only the named configurations are built, so ``params`` need only suit those.
     """
+    k = n_neighbors
     roster = {
-        "semiparametric": SemiparametricClassifier(**params),
-        "parametric": SemiparametricClassifier("parametric", **params),
-        "nonparametric": SemiparametricClassifier("nonparametric", **params),
-        "mbpa": MbPAClassifier(n_neighbors=n_neighbors, **params),
-        "meta-neighborhoods-classifier": MetaNeighborhoodsClassifier(n_entries=8, **params),
-        "meta-neighborhoods-regressor": MetaNeighborhoodsRegressor(n_entries=8, **params),
-        "nngk": NNGKClassifier(n_neighbors=n_neighbors, **params),
-        "impostor": ImpostorClassifier(n_neighbors=n_neighbors, n_add=2, **params),
-        "impostor-pq": ImpostorClassifier(n_neighbors=n_neighbors, quantize="pq", pq_subspaces=4, **params),
+        "semiparametric": lambda: SemiparametricClassifier(**params),
+        "parametric": lambda: SemiparametricClassifier("parametric", **params),
+        "nonparametric": lambda: SemiparametricClassifier("nonparametric", **params),
+        "mbpa": lambda: MbPAClassifier(n_neighbors=k, **params),
+        "meta-neighborhoods-classifier": lambda: MetaNeighborhoodsClassifier(n_entries=n_entries, **params),
+        "meta-neighborhoods-regressor": lambda: MetaNeighborhoodsRegressor(n_entries=n_entries, **params),
+        "nngk": lambda: NNGKClassifier(n_neighbors=k, **params),
+        "impostor": lambda: ImpostorClassifier(n_neighbors=k, n_add=n_add, **params),
+        "impostor-pq": lambda: ImpostorClassifier(n_neighbors=k, quantize="pq", pq_subspaces=4, **params),
+        # Variants, by name only.
+        "mbpa-memory": lambda: MbPAClassifier("memory", n_neighbors=k, **params),
+        "mbpa-mixture": lambda: MbPAClassifier("mixture", n_neighbors=k, **params),
+        "meta-neighborhoods-classifier-knn": lambda: MetaNeighborhoodsClassifier(
+            n_entries=n_entries, n_neighbors=k, **params
+        ),
+        "meta-neighborhoods-regressor-diagonal": lambda: MetaNeighborhoodsRegressor(
+            n_entries=n_entries, inner_lr="diagonal", first_order=True, **params
+        ),
+        "nngk-dense": lambda: NNGKClassifier(n_neighbors=None, learn_sigma=True, refresh_every=3, **params),
+        "impostor-fixed-pq": lambda: ImpostorClassifier(
+            centers="fixed", n_neighbors=k, quantize="pq", pq_subspaces=8, **params
+        ),
     }
-    return {name: roster[name] for name in names} if names else roster
+    unknown = sorted(set(names) - set(roster))
+    if unknown:
+        raise KeyError(f"not in the roster: {unknown}")
+    return {name: roster[name]() for name in names or DEFAULT}

@@ -12,29 +12,21 @@ from sklearn.base import clone
 from sklearn.datasets import load_iris, make_blobs
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
 
-from sksemiparam import (
-    ImpostorClassifier,
-    MbPAClassifier,
-    MetaNeighborhoodsClassifier,
-    NNGKClassifier,
-    SemiparametricClassifier,
-)
 from sksemiparam._base import resolve_device
+from tests._estimators import fast_estimators
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
-# Every torch-backed estimator, with fast settings; later estimators join this list.
-ESTIMATORS = [
-    *(
-        SemiparametricClassifier(mode, max_epochs=5, random_state=0, device="cpu")
-        for mode in ("semiparametric", "parametric", "nonparametric")
+# Every torch-backed classifier of the roster, with fast settings: MbPA with its default
+# n_neighbors="auto", NNGK and Impostor with 8 neighbours and every new example a centre.
+FAST = {"max_epochs": 5, "random_state": 0, "device": "cpu"}
+ESTIMATORS = {
+    **fast_estimators("semiparametric", "parametric", "nonparametric", **FAST),
+    **fast_estimators("mbpa", n_neighbors="auto", **FAST),
+    **fast_estimators(
+        "meta-neighborhoods-classifier", "nngk", "impostor", n_entries=16, n_neighbors=8, n_add=None, **FAST
     ),
-    MbPAClassifier(max_epochs=5, random_state=0, device="cpu"),
-    MetaNeighborhoodsClassifier(n_entries=16, max_epochs=5, random_state=0, device="cpu"),
-    NNGKClassifier(n_neighbors=8, max_epochs=5, random_state=0, device="cpu"),
-    ImpostorClassifier(n_neighbors=8, max_epochs=5, random_state=0, device="cpu"),
-]
-IDS = ["semiparametric", "parametric", "nonparametric", "mbpa", "meta-neighborhoods", "nngk", "impostor"]
+}
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +36,9 @@ def data():
 
 
 # ------------------------------------------------------------------------------------ seeding
-@pytest.mark.parametrize("est", ESTIMATORS, ids=IDS)
-def test_same_seed_same_predictions_and_global_rng_untouched(est, data):
+@pytest.mark.parametrize("name", list(ESTIMATORS))
+def test_same_seed_same_predictions_and_global_rng_untouched(name, data):
+    est = ESTIMATORS[name]
     X, y = data
     X_new = X + np.random.default_rng(0).normal(scale=0.5, size=X.shape).astype(np.float32)
     torch.manual_seed(123)
@@ -61,8 +54,18 @@ def test_same_seed_same_predictions_and_global_rng_untouched(est, data):
 
 def test_random_state_instance_is_accepted(data):
     X, y = data
-    p1 = clone(ESTIMATORS[0]).set_params(random_state=np.random.RandomState(3)).fit(X, y).predict(X)
-    p2 = clone(ESTIMATORS[0]).set_params(random_state=np.random.RandomState(3)).fit(X, y).predict(X)
+    p1 = (
+        clone(ESTIMATORS["semiparametric"])
+        .set_params(random_state=np.random.RandomState(3))
+        .fit(X, y)
+        .predict(X)
+    )
+    p2 = (
+        clone(ESTIMATORS["semiparametric"])
+        .set_params(random_state=np.random.RandomState(3))
+        .fit(X, y)
+        .predict(X)
+    )
     np.testing.assert_array_equal(p1, p2)
 
 
@@ -92,8 +95,8 @@ def test_fit_with_cuda_on_cpu_machine_is_a_clear_error(data, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     X, y = data
     with pytest.raises(ValueError, match="CUDA is not available"):
-        clone(ESTIMATORS[0]).set_params(device="cuda").fit(X, y)
-    est = clone(ESTIMATORS[0]).fit(X, y)
+        clone(ESTIMATORS["semiparametric"]).set_params(device="cuda").fit(X, y)
+    est = clone(ESTIMATORS["semiparametric"]).fit(X, y)
     expected = est.predict(X)
     est.set_params(device="cuda")
     with pytest.raises(ValueError, match="CUDA is not available"):
@@ -102,8 +105,9 @@ def test_fit_with_cuda_on_cpu_machine_is_a_clear_error(data, monkeypatch):
 
 
 # ------------------------------------------------------------------------------- partial_fit
-@pytest.mark.parametrize("est", ESTIMATORS, ids=IDS)
-def test_partial_fit_class_errors_match_sgd(est, data):
+@pytest.mark.parametrize("name", list(ESTIMATORS))
+def test_partial_fit_class_errors_match_sgd(name, data):
+    est = ESTIMATORS[name]
     X, y = data
     est = clone(est)
     with pytest.raises(ValueError, match="classes must be passed on the first call to partial_fit."):
@@ -115,8 +119,9 @@ def test_partial_fit_class_errors_match_sgd(est, data):
         est.partial_fit(X, np.where(y == 2, 7, y))
 
 
-@pytest.mark.parametrize("est", ESTIMATORS, ids=IDS)
-def test_partial_fit_is_one_epoch_and_keeps_optimizer_state(est, data):
+@pytest.mark.parametrize("name", list(ESTIMATORS))
+def test_partial_fit_is_one_epoch_and_keeps_optimizer_state(name, data):
+    est = ESTIMATORS[name]
     X, y = data
     est = clone(est).partial_fit(X, y, classes=np.unique(y))
     assert est.n_iter_ == 1 and len(est.loss_curve_) == 1
@@ -130,7 +135,7 @@ def test_partial_fit_is_one_epoch_and_keeps_optimizer_state(est, data):
 
 def test_partial_fit_may_declare_classes_absent_from_the_first_batch(data):
     X, y = data
-    est = clone(ESTIMATORS[0]).partial_fit(X[y < 2], y[y < 2], classes=[0, 1, 2])
+    est = clone(ESTIMATORS["semiparametric"]).partial_fit(X[y < 2], y[y < 2], classes=[0, 1, 2])
     assert est.predict_proba(X).shape == (len(X), 3)
     est.partial_fit(X[y == 2], y[y == 2])
     np.testing.assert_array_equal(est.classes_, [0, 1, 2])
@@ -138,7 +143,7 @@ def test_partial_fit_may_declare_classes_absent_from_the_first_batch(data):
 
 def test_failed_partial_fit_leaves_the_model_unchanged(data):
     X, y = data
-    est = clone(ESTIMATORS[0]).fit(X, y)
+    est = clone(ESTIMATORS["semiparametric"]).fit(X, y)
     before = pickle.dumps(est)
     proba = est.predict_proba(X)
     with pytest.raises(ValueError):
@@ -153,7 +158,9 @@ def test_failed_partial_fit_leaves_the_model_unchanged(data):
 
 def test_warm_start_continues_training(data):
     X, y = data
-    est = clone(ESTIMATORS[1]).set_params(warm_start=True, max_epochs=3, tol=0.0, n_iter_no_change=100)
+    est = clone(ESTIMATORS["parametric"]).set_params(
+        warm_start=True, max_epochs=3, tol=0.0, n_iter_no_change=100
+    )
     est.fit(X, y)
     weights = [p.detach().clone() for p in est.module_.parameters()]
     est.fit(X, y)
@@ -165,7 +172,7 @@ def test_warm_start_continues_training(data):
 
 def test_warm_start_with_a_new_class_is_an_error(data):
     X, y = data
-    est = clone(ESTIMATORS[1]).set_params(warm_start=True).fit(X[y < 2], y[y < 2])
+    est = clone(ESTIMATORS["parametric"]).set_params(warm_start=True).fit(X[y < 2], y[y < 2])
     with pytest.raises(ValueError, match="`y` has classes not in `self.classes_`"):
         est.fit(X, y)
 
@@ -173,7 +180,7 @@ def test_warm_start_with_a_new_class_is_an_error(data):
 # --------------------------------------------------------------------------- stopping rules
 def test_convergence_stops_before_max_epochs_and_warns_otherwise(data):
     X, y = data
-    est = clone(ESTIMATORS[1]).set_params(max_epochs=500, tol=0.5, n_iter_no_change=2)
+    est = clone(ESTIMATORS["parametric"]).set_params(max_epochs=500, tol=0.5, n_iter_no_change=2)
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
         est.fit(X, y)
@@ -184,49 +191,50 @@ def test_convergence_stops_before_max_epochs_and_warns_otherwise(data):
 
 def test_early_stopping_records_validation_scores_and_keeps_the_best(data):
     X, y = data
-    est = clone(ESTIMATORS[0]).set_params(
+    est = clone(ESTIMATORS["semiparametric"]).set_params(
         early_stopping=True, max_epochs=60, n_iter_no_change=3, validation_fraction=0.2
     )
     est.fit(X, y)
     assert len(est.validation_scores_) == est.n_iter_ == len(est.loss_curve_)
     assert est.best_validation_score_ == max(est.validation_scores_)
     assert 0 <= est.best_validation_score_ <= 1
-    assert clone(ESTIMATORS[0]).fit(X, y).validation_scores_ is None
+    assert clone(ESTIMATORS["semiparametric"]).fit(X, y).validation_scores_ is None
 
 
 def test_early_stopping_with_a_class_too_small_to_stratify(data):
     X, y = data
     y = y.copy()
     y[0] = 3  # a class with a single row
-    est = clone(ESTIMATORS[1]).set_params(early_stopping=True, max_epochs=3).fit(X, y)
+    est = clone(ESTIMATORS["parametric"]).set_params(early_stopping=True, max_epochs=3).fit(X, y)
     assert len(est.validation_scores_) == est.n_iter_
 
 
 # ------------------------------------------------------------------------------- verbose
 def test_verbose_two_prints_one_line_per_epoch(data, capsys):
     X, y = data
-    clone(ESTIMATORS[1]).set_params(verbose=2, max_epochs=3).fit(X, y)
+    clone(ESTIMATORS["parametric"]).set_params(verbose=2, max_epochs=3).fit(X, y)
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 3 and lines[0].startswith("epoch 1: loss ")
 
 
 def test_verbose_one_shows_a_progress_bar(data, capsys):
     X, y = data
-    clone(ESTIMATORS[1]).set_params(verbose=1, max_epochs=3).fit(X, y)
+    clone(ESTIMATORS["parametric"]).set_params(verbose=1, max_epochs=3).fit(X, y)
     err = capsys.readouterr().err
     assert "SemiparametricClassifier" in err and "loss" in err
 
 
 def test_silent_by_default(data, capsys):
     X, y = data
-    clone(ESTIMATORS[1]).fit(X, y)
+    clone(ESTIMATORS["parametric"]).fit(X, y)
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err == ""
 
 
 # --------------------------------------------------------------------------- outputs, labels
-@pytest.mark.parametrize("est", ESTIMATORS, ids=IDS)
-def test_string_labels_and_probability_rows(est):
+@pytest.mark.parametrize("name", list(ESTIMATORS))
+def test_string_labels_and_probability_rows(name):
+    est = ESTIMATORS[name]
     X, y = load_iris(return_X_y=True)
     labels = np.array(["setosa", "versicolor", "virginica"], dtype=object)[y]
     est = clone(est).fit(X, labels)
@@ -241,13 +249,13 @@ def test_string_labels_and_probability_rows(est):
 
 def test_unfitted_predict_raises_not_fitted():
     with pytest.raises(NotFittedError):
-        clone(ESTIMATORS[0]).predict(np.zeros((2, 3)))
+        clone(ESTIMATORS["semiparametric"]).predict(np.zeros((2, 3)))
 
 
 def test_one_class_is_a_clear_error(data):
     X, _ = data
     with pytest.raises(ValueError, match="only one class"):
-        clone(ESTIMATORS[0]).fit(X, np.zeros(len(X)))
+        clone(ESTIMATORS["semiparametric"]).fit(X, np.zeros(len(X)))
 
 
 def test_invalid_parameters_are_rejected(data):
@@ -261,15 +269,16 @@ def test_invalid_parameters_are_rejected(data):
         ({"tau": float("nan")}, "tau"),
     ]:
         with pytest.raises(ValueError, match=f"'{name}' parameter"):
-            clone(ESTIMATORS[0]).set_params(**params).fit(X, y)
+            clone(ESTIMATORS["semiparametric"]).set_params(**params).fit(X, y)
     for name in ("tau", "learning_rate", "weight_decay", "tol"):
         with pytest.raises(ValueError, match=f"The '{name}' parameter .* Got inf instead"):
-            clone(ESTIMATORS[0]).set_params(**{name: float("inf")}).fit(X, y)
+            clone(ESTIMATORS["semiparametric"]).set_params(**{name: float("inf")}).fit(X, y)
 
 
 # ------------------------------------------------------------------------------ persistence
-@pytest.mark.parametrize("est", ESTIMATORS, ids=IDS)
-def test_pickle_round_trip_and_continued_training(est, data):
+@pytest.mark.parametrize("name", list(ESTIMATORS))
+def test_pickle_round_trip_and_continued_training(name, data):
+    est = ESTIMATORS[name]
     X, y = data
     a = clone(est).partial_fit(X, y, classes=np.unique(y))
     b = pickle.loads(pickle.dumps(a))
@@ -282,7 +291,7 @@ def test_pickle_round_trip_and_continued_training(est, data):
 
 def test_pickled_state_is_on_cpu(data):
     X, y = data
-    est = clone(ESTIMATORS[0]).fit(X, y)
+    est = clone(ESTIMATORS["semiparametric"]).fit(X, y)
     state = est.__getstate__()
     assert state["device_"] == torch.device("cpu")
     assert all(p.device.type == "cpu" for p in state["module_"].parameters())

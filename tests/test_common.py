@@ -3,35 +3,35 @@
 import pytest
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from sksemiparam import (
-    ImpostorClassifier,
-    MbPAClassifier,
-    MetaNeighborhoodsClassifier,
-    MetaNeighborhoodsRegressor,
-    NNGKClassifier,
-    SemiparametricClassifier,
-)
+from tests._estimators import fast_estimators
 
 # Settings that keep each check fast while leaving defaults that matter to the checks intact.
 FAST_PARAMS = {"max_epochs": 30, "random_state": 0, "device": "cpu"}
 
-ESTIMATORS = [
-    *(
-        SemiparametricClassifier(mode, **FAST_PARAMS)
-        for mode in ("semiparametric", "parametric", "nonparametric")
+# Every configuration of the roster that scikit-learn checks, grouped by the sizes they run with:
+# MbPA with its default n_neighbors="auto", ImpostorClassifier with its default n_add=None.
+ROSTER = {
+    **fast_estimators("semiparametric", "parametric", "nonparametric", **FAST_PARAMS),
+    **fast_estimators("mbpa", "mbpa-memory", "mbpa-mixture", n_neighbors="auto", **FAST_PARAMS),
+    **fast_estimators(
+        "meta-neighborhoods-classifier",
+        "meta-neighborhoods-classifier-knn",
+        n_entries=16,
+        n_neighbors=4,
+        **FAST_PARAMS,
     ),
-    *(MbPAClassifier(inference, **FAST_PARAMS) for inference in ("adapt", "memory", "mixture")),
-    MetaNeighborhoodsRegressor(n_entries=16, head_layer_sizes=(32,), **FAST_PARAMS),
-    MetaNeighborhoodsClassifier(n_entries=16, **FAST_PARAMS),
-    MetaNeighborhoodsClassifier(n_entries=16, n_neighbors=4, **FAST_PARAMS),
-    MetaNeighborhoodsRegressor(
-        n_entries=16, head_layer_sizes=(32,), inner_lr="diagonal", first_order=True, **FAST_PARAMS
+    **fast_estimators(
+        "meta-neighborhoods-regressor",
+        "meta-neighborhoods-regressor-diagonal",
+        n_entries=16,
+        head_layer_sizes=(32,),
+        **FAST_PARAMS,
     ),
-    NNGKClassifier(n_neighbors=8, **FAST_PARAMS),
-    NNGKClassifier(n_neighbors=None, learn_sigma=True, refresh_every=3, **FAST_PARAMS),
-    ImpostorClassifier(n_neighbors=8, **FAST_PARAMS),
-    ImpostorClassifier(centers="fixed", n_neighbors=8, quantize="pq", pq_subspaces=8, **FAST_PARAMS),
-]
+    **fast_estimators(
+        "nngk", "nngk-dense", "impostor", "impostor-fixed-pq", n_neighbors=8, n_add=None, **FAST_PARAMS
+    ),
+}
+ESTIMATORS = list(ROSTER.values())
 
 
 # The networks compute in float32. BLAS picks its kernels by a row's position in the batch, so a row's
