@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 import torch
-from sklearn.datasets import load_digits
+from sklearn.datasets import load_digits, make_blobs
 from sklearn.model_selection import train_test_split
 
 # Several tests compare two fits bitwise. With two torch threads on an oversubscribed CPU, float32
@@ -17,3 +17,10 @@ def digits():
     X, y = load_digits(return_X_y=True)
     X = (X / 16).astype(np.float32)
     return train_test_split(X, y, test_size=0.3, random_state=0, stratify=y)
+
+
+@pytest.fixture(scope="module")
+def blobs():
+    """150 rows, 4 float32 features, 3 well-separated classes (make_blobs, seed 0): made anew per module."""
+    X, y = make_blobs(n_samples=150, centers=3, n_features=4, random_state=0)
+    return X.astype(np.float32), y

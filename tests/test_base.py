@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from sklearn.base import clone
-from sklearn.datasets import load_iris, make_blobs
+from sklearn.datasets import load_iris
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
 
 from sksemiparam._base import resolve_device
@@ -29,17 +29,11 @@ ESTIMATORS = {
 }
 
 
-@pytest.fixture(scope="module")
-def data():
-    X, y = make_blobs(n_samples=150, centers=3, n_features=4, random_state=0)
-    return X.astype(np.float32), y
-
-
 # ------------------------------------------------------------------------------------ seeding
 @pytest.mark.parametrize("name", list(ESTIMATORS))
-def test_same_seed_same_predictions_and_global_rng_untouched(name, data):
+def test_same_seed_same_predictions_and_global_rng_untouched(name, blobs):
     est = ESTIMATORS[name]
-    X, y = data
+    X, y = blobs
     X_new = X + np.random.default_rng(0).normal(scale=0.5, size=X.shape).astype(np.float32)
     torch.manual_seed(123)
     before = torch.random.get_rng_state()
@@ -52,8 +46,8 @@ def test_same_seed_same_predictions_and_global_rng_untouched(name, data):
     assert not np.array_equal(p1, p3)
 
 
-def test_random_state_instance_is_accepted(data):
-    X, y = data
+def test_random_state_instance_is_accepted(blobs):
+    X, y = blobs
     p1 = (
         clone(ESTIMATORS["semiparametric"])
         .set_params(random_state=np.random.RandomState(3))
@@ -91,9 +85,9 @@ def test_resolve_device_picks_cuda_when_present(monkeypatch):
         resolve_device("cuda:2")
 
 
-def test_fit_with_cuda_on_cpu_machine_is_a_clear_error(data, monkeypatch):
+def test_fit_with_cuda_on_cpu_machine_is_a_clear_error(blobs, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    X, y = data
+    X, y = blobs
     with pytest.raises(ValueError, match="CUDA is not available"):
         clone(ESTIMATORS["semiparametric"]).set_params(device="cuda").fit(X, y)
     est = clone(ESTIMATORS["semiparametric"]).fit(X, y)
@@ -106,9 +100,9 @@ def test_fit_with_cuda_on_cpu_machine_is_a_clear_error(data, monkeypatch):
 
 # ------------------------------------------------------------------------------- partial_fit
 @pytest.mark.parametrize("name", list(ESTIMATORS))
-def test_partial_fit_class_errors_match_sgd(name, data):
+def test_partial_fit_class_errors_match_sgd(name, blobs):
     est = ESTIMATORS[name]
-    X, y = data
+    X, y = blobs
     est = clone(est)
     with pytest.raises(ValueError, match="classes must be passed on the first call to partial_fit."):
         est.partial_fit(X, y)
@@ -120,9 +114,9 @@ def test_partial_fit_class_errors_match_sgd(name, data):
 
 
 @pytest.mark.parametrize("name", list(ESTIMATORS))
-def test_partial_fit_is_one_epoch_and_keeps_optimizer_state(name, data):
+def test_partial_fit_is_one_epoch_and_keeps_optimizer_state(name, blobs):
     est = ESTIMATORS[name]
-    X, y = data
+    X, y = blobs
     est = clone(est).partial_fit(X, y, classes=np.unique(y))
     assert est.n_iter_ == 1 and len(est.loss_curve_) == 1
     state = est._optimizer.state_dict()["state"]
@@ -133,16 +127,16 @@ def test_partial_fit_is_one_epoch_and_keeps_optimizer_state(name, data):
     assert float(est._optimizer.state_dict()["state"][first]["step"]) == 2 * step
 
 
-def test_partial_fit_may_declare_classes_absent_from_the_first_batch(data):
-    X, y = data
+def test_partial_fit_may_declare_classes_absent_from_the_first_batch(blobs):
+    X, y = blobs
     est = clone(ESTIMATORS["semiparametric"]).partial_fit(X[y < 2], y[y < 2], classes=[0, 1, 2])
     assert est.predict_proba(X).shape == (len(X), 3)
     est.partial_fit(X[y == 2], y[y == 2])
     np.testing.assert_array_equal(est.classes_, [0, 1, 2])
 
 
-def test_failed_partial_fit_leaves_the_model_unchanged(data):
-    X, y = data
+def test_failed_partial_fit_leaves_the_model_unchanged(blobs):
+    X, y = blobs
     est = clone(ESTIMATORS["semiparametric"]).fit(X, y)
     before = pickle.dumps(est)
     proba = est.predict_proba(X)
@@ -156,8 +150,8 @@ def test_failed_partial_fit_leaves_the_model_unchanged(data):
     assert est.n_features_in_ == 4 and est.n_iter_ == pickle.loads(before).n_iter_
 
 
-def test_warm_start_continues_training(data):
-    X, y = data
+def test_warm_start_continues_training(blobs):
+    X, y = blobs
     est = clone(ESTIMATORS["parametric"]).set_params(
         warm_start=True, max_epochs=3, tol=0.0, n_iter_no_change=100
     )
@@ -170,16 +164,16 @@ def test_warm_start_continues_training(data):
     assert cold.n_iter_ == 3
 
 
-def test_warm_start_with_a_new_class_is_an_error(data):
-    X, y = data
+def test_warm_start_with_a_new_class_is_an_error(blobs):
+    X, y = blobs
     est = clone(ESTIMATORS["parametric"]).set_params(warm_start=True).fit(X[y < 2], y[y < 2])
     with pytest.raises(ValueError, match="`y` has classes not in `self.classes_`"):
         est.fit(X, y)
 
 
 # --------------------------------------------------------------------------- stopping rules
-def test_convergence_stops_before_max_epochs_and_warns_otherwise(data):
-    X, y = data
+def test_convergence_stops_before_max_epochs_and_warns_otherwise(blobs):
+    X, y = blobs
     est = clone(ESTIMATORS["parametric"]).set_params(max_epochs=500, tol=0.5, n_iter_no_change=2)
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
@@ -189,8 +183,8 @@ def test_convergence_stops_before_max_epochs_and_warns_otherwise(data):
         clone(est).set_params(max_epochs=2, tol=0.0).fit(X, y)
 
 
-def test_early_stopping_records_validation_scores_and_keeps_the_best(data):
-    X, y = data
+def test_early_stopping_records_validation_scores_and_keeps_the_best(blobs):
+    X, y = blobs
     est = clone(ESTIMATORS["semiparametric"]).set_params(
         early_stopping=True, max_epochs=60, n_iter_no_change=3, validation_fraction=0.2
     )
@@ -201,8 +195,8 @@ def test_early_stopping_records_validation_scores_and_keeps_the_best(data):
     assert clone(ESTIMATORS["semiparametric"]).fit(X, y).validation_scores_ is None
 
 
-def test_early_stopping_with_a_class_too_small_to_stratify(data):
-    X, y = data
+def test_early_stopping_with_a_class_too_small_to_stratify(blobs):
+    X, y = blobs
     y = y.copy()
     y[0] = 3  # a class with a single row
     est = clone(ESTIMATORS["parametric"]).set_params(early_stopping=True, max_epochs=3).fit(X, y)
@@ -210,22 +204,22 @@ def test_early_stopping_with_a_class_too_small_to_stratify(data):
 
 
 # ------------------------------------------------------------------------------- verbose
-def test_verbose_two_prints_one_line_per_epoch(data, capsys):
-    X, y = data
+def test_verbose_two_prints_one_line_per_epoch(blobs, capsys):
+    X, y = blobs
     clone(ESTIMATORS["parametric"]).set_params(verbose=2, max_epochs=3).fit(X, y)
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 3 and lines[0].startswith("epoch 1: loss ")
 
 
-def test_verbose_one_shows_a_progress_bar(data, capsys):
-    X, y = data
+def test_verbose_one_shows_a_progress_bar(blobs, capsys):
+    X, y = blobs
     clone(ESTIMATORS["parametric"]).set_params(verbose=1, max_epochs=3).fit(X, y)
     err = capsys.readouterr().err
     assert "SemiparametricClassifier" in err and "loss" in err
 
 
-def test_silent_by_default(data, capsys):
-    X, y = data
+def test_silent_by_default(blobs, capsys):
+    X, y = blobs
     clone(ESTIMATORS["parametric"]).fit(X, y)
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err == ""
@@ -252,14 +246,14 @@ def test_unfitted_predict_raises_not_fitted():
         clone(ESTIMATORS["semiparametric"]).predict(np.zeros((2, 3)))
 
 
-def test_one_class_is_a_clear_error(data):
-    X, _ = data
+def test_one_class_is_a_clear_error(blobs):
+    X, _ = blobs
     with pytest.raises(ValueError, match="only one class"):
         clone(ESTIMATORS["semiparametric"]).fit(X, np.zeros(len(X)))
 
 
-def test_invalid_parameters_are_rejected(data):
-    X, y = data
+def test_invalid_parameters_are_rejected(blobs):
+    X, y = blobs
     for params, name in [
         ({"learning_rate": 0.0}, "learning_rate"),
         ({"batch_size": 0}, "batch_size"),
@@ -277,9 +271,9 @@ def test_invalid_parameters_are_rejected(data):
 
 # ------------------------------------------------------------------------------ persistence
 @pytest.mark.parametrize("name", list(ESTIMATORS))
-def test_pickle_round_trip_and_continued_training(name, data):
+def test_pickle_round_trip_and_continued_training(name, blobs):
     est = ESTIMATORS[name]
-    X, y = data
+    X, y = blobs
     a = clone(est).partial_fit(X, y, classes=np.unique(y))
     b = pickle.loads(pickle.dumps(a))
     np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))
@@ -289,8 +283,8 @@ def test_pickle_round_trip_and_continued_training(name, data):
     np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))
 
 
-def test_pickled_state_is_on_cpu(data):
-    X, y = data
+def test_pickled_state_is_on_cpu(blobs):
+    X, y = blobs
     est = clone(ESTIMATORS["semiparametric"]).fit(X, y)
     state = est.__getstate__()
     assert state["device_"] == torch.device("cpu")

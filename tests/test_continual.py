@@ -7,9 +7,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sklearn.datasets import load_digits
 from sklearn.linear_model import SGDClassifier
-from sklearn.model_selection import train_test_split
 
 from sksemiparam.continual import (
     StreamResult,
@@ -35,13 +33,6 @@ def columns_of(X):
 
 def rows_of(X):
     return (X[:, 0] // 1000).astype(int)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    X, y = load_digits(return_X_y=True)
-    X_train, X_test, y_train, y_test = train_test_split(X / 16, y, stratify=y, random_state=0)
-    return X_train, y_train, X_test, y_test
 
 
 class Recorder:
@@ -409,7 +400,8 @@ def test_stream_result_metrics_by_hand():
 
 # ------------------------------------------------------------------------------------ real data
 def test_sgd_on_split_digits_forgets(digits):
-    tasks = split_tasks(*digits, n_tasks=5)
+    X_train, X_test, y_train, y_test = digits
+    tasks = split_tasks(X_train, y_train, X_test, y_test, n_tasks=5)
     est = SGDClassifier(random_state=0)
     result = evaluate_stream(est, tasks, epochs=3, random_state=0)
     R = result.accuracy
@@ -420,7 +412,10 @@ def test_sgd_on_split_digits_forgets(digits):
     assert 0 < result.fit_seconds < 10
 
     ci = evaluate_stream(
-        SGDClassifier(random_state=0), class_incremental_tasks(*digits, n_tasks=5), epochs=3, random_state=0
+        SGDClassifier(random_state=0),
+        class_incremental_tasks(X_train, y_train, X_test, y_test, n_tasks=5),
+        epochs=3,
+        random_state=0,
     )
     # same training, so on the first task's test set (classes 0, 1) the two streams agree
     np.testing.assert_allclose(ci.accuracy[:, 0], R[:, 0])
@@ -428,7 +423,10 @@ def test_sgd_on_split_digits_forgets(digits):
 
 
 def test_sgd_on_permuted_digits_runs(digits):
-    tasks = permuted_tasks(*digits, 3, n_train_per_task=300, n_test_per_task=200, random_state=0)
+    X_train, X_test, y_train, y_test = digits
+    tasks = permuted_tasks(
+        X_train, y_train, X_test, y_test, 3, n_train_per_task=300, n_test_per_task=200, random_state=0
+    )
     result = evaluate_stream(SGDClassifier(random_state=0), tasks, batch_size=50, random_state=0)
     assert result.accuracy.shape == (3, 3)
     assert np.diag(result.accuracy).min() > 0.6

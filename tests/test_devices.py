@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 from sklearn.base import clone
-from sklearn.datasets import make_blobs
 
 from sksemiparam import SemiparametricClassifier
 from sksemiparam._base import resolve_device
@@ -20,16 +19,10 @@ pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceW
 ESTIMATORS = fast_estimators("semiparametric", "mbpa", "nngk", max_epochs=2, random_state=0, device="auto")
 
 
-@pytest.fixture(scope="module")
-def data():
-    X, y = make_blobs(n_samples=90, centers=3, n_features=5, random_state=0)
-    return X.astype(np.float32), y
-
-
 @pytest.mark.parametrize("name", list(ESTIMATORS))
-def test_fitted_on_cpu_predicts_after_device_change_pickle_and_save(name, data, tmp_path, monkeypatch):
+def test_fitted_on_cpu_predicts_after_device_change_pickle_and_save(name, blobs, tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    X, y = data
+    X, y = blobs
     est = clone(ESTIMATORS[name]).fit(X, y)
     assert est.device_ == torch.device("cpu")  # "auto" without CUDA
     expected = est.predict_proba(X)
@@ -43,8 +36,8 @@ def test_fitted_on_cpu_predicts_after_device_change_pickle_and_save(name, data, 
         loaded.set_params(device="cuda").predict(X)
 
 
-def test_auto_resolves_to_cuda_at_fit_when_cuda_is_present(data, monkeypatch):
-    X, y = data
+def test_auto_resolves_to_cuda_at_fit_when_cuda_is_present(blobs, monkeypatch):
+    X, y = blobs
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     assert resolve_device("auto") == torch.device("cuda")

@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 import torch
 from sklearn.base import clone, is_classifier
-from sklearn.datasets import make_blobs
 
 from sksemiparam import SemiparametricClassifier
 from sksemiparam._base import check_precision
@@ -16,12 +15,6 @@ pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceW
 
 FAST = {"max_epochs": 3, "batch_size": 32, "random_state": 0, "device": "cpu"}
 ESTIMATORS = fast_estimators(**FAST)
-
-
-@pytest.fixture(scope="module")
-def data():
-    X, y = make_blobs(n_samples=120, centers=3, n_features=6, random_state=0)
-    return X.astype(np.float32), y
 
 
 def _floating_state(est):
@@ -41,8 +34,8 @@ def _floating_state(est):
 
 
 @pytest.mark.parametrize("name", list(ESTIMATORS))
-def test_bf16_fits_and_predicts_with_float32_outputs_and_keys(name, data):
-    X, y = data
+def test_bf16_fits_and_predicts_with_float32_outputs_and_keys(name, blobs):
+    X, y = blobs
     est = clone(ESTIMATORS[name]).set_params(precision="bf16")
     target = y.astype(np.float64) if not is_classifier(est) else y
     est.fit(X, target)
@@ -70,8 +63,8 @@ def test_bf16_fits_and_predicts_with_float32_outputs_and_keys(name, data):
     assert all(p.dtype == torch.float32 for p in est.module_.parameters())  # autocast, not a cast
 
 
-def test_bf16_trains_through_autocast(data):
-    X, y = data
+def test_bf16_trains_through_autocast(blobs):
+    X, y = blobs
     est = SemiparametricClassifier(**{**FAST, "max_epochs": 1}, precision="bf16")
     seen = []
     original = SemiparametricClassifier._loss
@@ -99,8 +92,8 @@ def test_bf16_accuracy_close_to_float32_on_digits(digits):
     assert abs(full - half) <= 0.02
 
 
-def test_fp16_on_cpu_trains_with_loss_scaling(data):
-    X, y = data
+def test_fp16_on_cpu_trains_with_loss_scaling(blobs):
+    X, y = blobs
     est = SemiparametricClassifier(**FAST, precision="fp16").fit(X, y)
     assert est._grad_scaler_state["scale"] > 0  # a GradScaler ran and its state carries to the next call
     proba = est.predict_proba(X)
@@ -110,8 +103,8 @@ def test_fp16_on_cpu_trains_with_loss_scaling(data):
     assert np.isfinite(est.loss_curve_).all()
 
 
-def test_precision_can_change_between_fit_and_predict(data):
-    X, y = data
+def test_precision_can_change_between_fit_and_predict(blobs):
+    X, y = blobs
     est = SemiparametricClassifier(**FAST).fit(X, y)
     full = est.predict_proba(X)
     half = est.set_params(precision="bf16").predict_proba(X)
@@ -120,16 +113,16 @@ def test_precision_can_change_between_fit_and_predict(data):
 
 
 @pytest.mark.parametrize("bad", ["float16", "half", "fp8", None, 16])
-def test_invalid_precision_is_an_error(bad, data):
-    X, y = data
+def test_invalid_precision_is_an_error(bad, blobs):
+    X, y = blobs
     with pytest.raises(ValueError, match="'precision' parameter"):
         SemiparametricClassifier(**FAST, precision=bad).fit(X, y)
     with pytest.raises(ValueError, match=r"`precision`="):
         check_precision(bad, torch.device("cpu"))
 
 
-def test_bf16_on_cuda_without_bf16_support_is_a_clear_error(data, monkeypatch):
-    X, y = data
+def test_bf16_on_cuda_without_bf16_support_is_a_clear_error(blobs, monkeypatch):
+    X, y = blobs
     fitted = SemiparametricClassifier(**FAST).fit(X, y)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
