@@ -13,9 +13,8 @@ import traceback
 import numpy as np
 import pytest
 import torch
+from sklearn.base import clone
 from torch.utils._python_dispatch import TorchDispatchMode
-
-from sksemiparam import MetaNeighborhoodsClassifier
 
 from ._estimators import fast_estimators
 
@@ -67,34 +66,33 @@ def _reads(call) -> list[str]:
 # Per mini-batch, the reads a training step may make: one exact-index query for the estimators
 # that retrieve neighbours while training (NNGK and Impostor against their centres,
 # Meta-Neighborhoods with n_neighbors against its dictionary); none for the others.
-_ROSTER = fast_estimators(
-    "semiparametric", "parametric", "mbpa", "meta-neighborhoods-classifier", "nngk", "impostor"
-)
-_TRAINING = {
-    **{name: (_ROSTER[name], 0) for name in ("semiparametric", "parametric", "mbpa")},
-    "meta-neighborhoods": (_ROSTER["meta-neighborhoods-classifier"], 0),
-    "meta-neighborhoods-knn": (MetaNeighborhoodsClassifier(n_entries=32, n_neighbors=8), 1),
-    "nngk": (_ROSTER["nngk"], 1),
-    "impostor": (_ROSTER["impostor"], 1),
+_ROSTER = {
+    **fast_estimators(
+        "semiparametric", "parametric", "mbpa", "meta-neighborhoods-classifier", "nngk", "impostor"
+    ),
+    **fast_estimators("meta-neighborhoods-classifier-knn", n_entries=32, n_neighbors=8),
+}
+_READS_PER_BATCH = {
+    **dict.fromkeys(["semiparametric", "parametric", "mbpa", "meta-neighborhoods-classifier"], 0),
+    **dict.fromkeys(["meta-neighborhoods-classifier-knn", "nngk", "impostor"], 1),
 }
 
 
-@pytest.mark.parametrize("name", sorted(_TRAINING))
+@pytest.mark.parametrize("name", sorted(_ROSTER))
 def test_training_reads_nothing_back_per_batch(name, digits):
     X, _, y, _ = digits
-    estimator, per_batch = _TRAINING[name]
-    estimator = estimator.set_params(max_epochs=2, batch_size=50, random_state=0)
+    per_batch = _READS_PER_BATCH[name]
+    estimator = clone(_ROSTER[name]).set_params(max_epochs=2, batch_size=50, random_state=0)
     small = _reads(lambda: estimator.fit(X[:200], y[:200]))
     large = _reads(lambda: estimator.fit(X[:400], y[:400]))
     extra_batches = 2 * (400 // 50 - 200 // 50)  # two epochs of 4 more mini-batches
     assert len(large) - len(small) <= per_batch * extra_batches, large
 
 
-@pytest.mark.parametrize("name", sorted(_TRAINING))
+@pytest.mark.parametrize("name", sorted(_ROSTER))
 def test_prediction_reads_do_not_grow_with_the_rows(name, digits):
     X, X_test, y, _ = digits
-    estimator, _ = _TRAINING[name]
-    estimator = estimator.set_params(max_epochs=1, random_state=0).fit(X[:300], y[:300])
+    estimator = clone(_ROSTER[name]).set_params(max_epochs=1, random_state=0).fit(X[:300], y[:300])
     few = _reads(lambda: estimator.predict_proba(X_test[:100]))
     many = _reads(lambda: estimator.predict_proba(np.tile(X_test[:100], (4, 1))))
     assert len(many) <= len(few), many
