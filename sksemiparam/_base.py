@@ -16,7 +16,6 @@ progress and persistence.
 from __future__ import annotations
 
 import copy
-import hashlib
 import signal
 import threading
 import warnings
@@ -35,8 +34,8 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 
 from . import _docstrings
-from ._index import index_from_params
 from .nn import make_embedding
+from .persistence import register
 
 __all__ = ["TorchClassifierBase", "TorchEstimatorBase", "TorchRegressorBase", "resolve_device"]
 
@@ -159,6 +158,14 @@ class TorchEstimatorBase(BaseEstimator):
         # The entries every estimator shares are written once, in _docstrings.SHARED.
         if "__doc__" in cls.__dict__:
             cls.__doc__ = _docstrings.fill(cls.__doc__)
+        # Constraints are declared where the parameters are (this base, a mixin, the estimator) and
+        # merged here, the most derived class last.
+        merged = {}
+        for klass in reversed(cls.__mro__):
+            merged.update(klass.__dict__.get("_parameter_constraints", {}))
+        cls._parameter_constraints = merged
+        # persistence.load may create every estimator class, the library's or a user's own.
+        register(cls)
 
     _parameter_constraints: dict = {
         "embedding": [StrOptions({"mlp", "conv", "identity"}), callable],
@@ -252,8 +259,15 @@ class TorchEstimatorBase(BaseEstimator):
         """log p(y | x) of one row (x of shape (1, n_features)), for the EWC Fisher information."""
         raise NotImplementedError
 
+    def _check_params(self) -> None:
+        """Checks of parameter values beyond ``_parameter_constraints``, before any state changes."""
+
     def _check_fit_data(self, X: np.ndarray, y: np.ndarray, *, first_pass: bool, incremental: bool):
         """Data-dependent parameter checks, before any state changes. Raise ValueError."""
+
+    def _n_epochs(self, incremental: bool) -> int:
+        """Epochs of this call: ``max_epochs`` for ``fit``, one for ``partial_fit``."""
+        return 1 if incremental else self.max_epochs
 
     # Parameters EWC leaves alone (e.g. per-memory-entry ones, which grow with the memory).
     _ewc_exclude: tuple[str, ...] = ()
@@ -262,7 +276,7 @@ class TorchEstimatorBase(BaseEstimator):
         """Called at the start of every epoch with this call's training rows; ``epoch`` counts from
         0 within the call (a ``partial_fit`` is one epoch). E.g. to refresh stored embeddings."""
 
-    def _after_epoch(self, X: torch.Tensor, y: torch.Tensor) -> None:
+    def _after_epoch(self, X: torch.Tensor, y: torch.Tensor, epoch: int) -> None:
         """Called at the end of every epoch with this call's training rows (e.g. a diagnostic)."""
 
     def _before_validation(self, X: torch.Tensor, y: torch.Tensor) -> None:
@@ -316,7 +330,10 @@ class TorchEstimatorBase(BaseEstimator):
         return torch.autocast(self.device_.type, dtype=dtype)
 
     def _batch_to_device(self, x: torch.Tensor) -> torch.Tensor:
-        """A batch of host rows on ``device_``; page-locked on CUDA so the copy overlaps compute."""
+        """A batch of rows on ``device_``; host rows are page-locked on CUDA so the copy overlaps
+        compute, rows already there (stored examples) are returned as they are."""
+        if x.device == self.device_:
+            return x
         if self.device_.type == "cuda":
             return x.pin_memory().to(self.device_, non_blocking=True)
         return x.to(self.device_)
@@ -360,7 +377,7 @@ class TorchEstimatorBase(BaseEstimator):
     def _fit(self, X, y, *, incremental: bool, classes=None):
         _check_num_threads(self.num_threads)  # the message predict gives too, not _validate_params'
         self._validate_params()
-        self._new_index(None)  # index_params are checked before anything changes
+        self._check_params()
         first_pass = not hasattr(self, "module_") or (not self.warm_start and not incremental)
         # A call that fails leaves the estimator as it was: a fitted one is restored from this
         # snapshot, an unfitted one stays unfitted. (KeyboardInterrupt during training is not a
@@ -383,10 +400,6 @@ class TorchEstimatorBase(BaseEstimator):
             self._restore(snapshot)
             raise
         return self
-
-    def _new_index(self, random_state):
-        """An empty NeighborIndex of the estimator's ``index`` and ``index_params``."""
-        return index_from_params(self.index, self.index_params, random_state)
 
     def _start_training(self, X, y_enc, n_outputs, *, first_pass, incremental, device):
         if first_pass:
@@ -436,11 +449,6 @@ class TorchEstimatorBase(BaseEstimator):
         generator = self.__dict__.get("_generator")
         if generator is not None:
             memo[id(generator)] = generator
-        # Digests of the stored rows are derived data, large (one per stored row) and extended in
-        # place: not copied, and dropped (recomputed on first use) when the snapshot is restored.
-        for name in _DIGEST_CACHES:
-            if self.__dict__.get(name) is not None:
-                memo[id(self.__dict__[name])] = None
         snapshot = copy.deepcopy(self.__dict__, memo)
         if generator is not None:
             snapshot["__generator_state__"] = generator.get_state()
@@ -455,109 +463,38 @@ class TorchEstimatorBase(BaseEstimator):
             self._generator.set_state(generator_state)
 
     def _train(self, X: torch.Tensor, y: torch.Tensor, *, incremental: bool, device: torch.device):
+        """The epochs of one ``fit``/``partial_fit`` call, stopping on convergence or Ctrl-C."""
         early_stopping = self.early_stopping and not incremental
-        X_train, y_train, X_val, y_val = X, y, None, None
+        X_train, y_train, validation = X, y, None
         if early_stopping:
-            rows = np.arange(X.shape[0])
-            split = {
-                "test_size": self.validation_fraction,
-                "random_state": int(torch.randint(0, 2**31 - 1, (1,), generator=self._generator)),
-            }
-            try:
-                stratify = y.numpy() if isinstance(self, ClassifierMixin) else None
-                train_rows, val_rows = train_test_split(rows, stratify=stratify, **split)
-            except ValueError:  # a class too small to stratify
-                train_rows, val_rows = train_test_split(rows, **split)
-            train_rows, val_rows = np.sort(train_rows), np.sort(val_rows)
-            X_train, y_train = X[train_rows], y[train_rows]
-            X_val, y_val = X[val_rows].to(device), y[val_rows].to(device)
-            self.validation_scores_ = []  # of this fit call
-            self.best_validation_score_ = -np.inf
-        cuda = device.type == "cuda"
+            X_train, y_train, validation = self._split_validation(X, y, device)
         # float16 gradients underflow without loss scaling; the scaler's state lasts across calls.
         scaler = None
         if self.precision == "fp16":
             scaler = torch.amp.GradScaler(device.type)
             if getattr(self, "_grad_scaler_state", None):
                 scaler.load_state_dict(self._grad_scaler_state)
-
-        n = X_train.shape[0]
-        batch_size = min(self.batch_size, n)
-        optimizer = self._get_optimizer()
-        epochs = 1 if incremental else self.max_epochs
-        best_state = None
+        epochs = self._n_epochs(incremental)
         progress = None
         if self.verbose == 1:
             from tqdm.auto import tqdm
 
             progress = tqdm(total=epochs, desc=type(self).__name__, unit="epoch", leave=False)
-        converged = interrupted = False
+        best_state, converged, interrupted = None, False, False
         stop = _InterruptFlag()
         try:
             for epoch in range(epochs):
                 if stop.raised:
                     break
-                self.module_.train()
-                self._before_epoch(X_train, y_train, epoch)
-                order = torch.randperm(n, generator=self._generator)
-                # Summed on the device: reading each batch's loss on the host would wait for the GPU.
-                total = torch.zeros((), dtype=torch.float64, device=device)
-                order_on_device = order.to(device)  # one copy per epoch, not one per batch
-                for start in range(0, n, batch_size):
-                    ids = order[start : start + batch_size]
-                    xb, yb = X_train[ids], y_train[ids]
-                    if cuda:  # page-locked host memory lets the copy overlap with compute
-                        xb, yb = xb.pin_memory(), yb.pin_memory()
-                    xb = xb.to(device, non_blocking=True)
-                    yb = yb.to(device, non_blocking=True)
-                    with self._autocast():
-                        loss = self._loss(xb, yb, order_on_device[start : start + batch_size])
-                    loss = loss.float()
-                    if self.ewc_lambda > 0 and self.ewc_state_:
-                        loss = loss + self._ewc_penalty()
-                    if loss.requires_grad:  # e.g. not for a one-row batch of in-batch neighbour votes
-                        optimizer.zero_grad(set_to_none=True)
-                        if scaler is None:
-                            loss.backward()
-                            optimizer.step()
-                        else:
-                            scaler.scale(loss).backward()
-                            scaler.step(optimizer)
-                            scaler.update()
-                    self._after_step(xb, yb, ids)
-                    total += loss.detach().double() * ids.shape[0]
-                    if stop.raised:  # Ctrl-C: stop here, at a batch boundary
-                        break
-                if stop.raised:
+                epoch_loss = self._run_epoch(X_train, y_train, epoch, scaler, stop)
+                if epoch_loss is None:
                     interrupted = True
                     break
-                epoch_loss = float(total) / n
-                self.n_iter_ += 1
-                self._after_epoch(X_train, y_train)
-                self.loss_curve_.append(epoch_loss)
-                message = f"epoch {self.n_iter_}: loss {epoch_loss:.5f}"
-
-                if early_stopping:
-                    self.module_.eval()
-                    self._before_validation(X_train, y_train)
-                    with self._autocast():
-                        score = self._score_tensors(X_val, y_val)
-                    self.validation_scores_.append(score)
-                    message += f", validation score {score:.5f}"
-                    if score > self.best_validation_score_:
-                        best_state = copy.deepcopy(self.module_.state_dict())
-                    improved = score >= self.best_validation_score_ + self.tol
-                    self.best_validation_score_ = max(self.best_validation_score_, score)
-                else:
-                    improved = epoch_loss <= self.best_loss_ - self.tol
-                self.best_loss_ = min(self.best_loss_, epoch_loss)
-                self._no_improvement_count = 0 if improved else self._no_improvement_count + 1
-
-                if progress is not None:
-                    progress.set_postfix_str(message.split(": ", 1)[1])
-                    progress.update(1)
-                elif self.verbose >= 2:
-                    print(message, flush=True)
+                score = None if validation is None else self._validation_score(X_train, y_train, *validation)
+                if score is not None and score > self.best_validation_score_:
+                    best_state = copy.deepcopy(self.module_.state_dict())
+                self._update_no_improvement_count(epoch_loss, score)
+                self._report_epoch(progress, epoch_loss, score)
                 if not incremental and self._no_improvement_count > self.n_iter_no_change:
                     converged = True
                     break
@@ -567,23 +504,126 @@ class TorchEstimatorBase(BaseEstimator):
                 progress.close()
             if scaler is not None:
                 self._grad_scaler_state = scaler.state_dict()
+        self._end_training(
+            X, y, incremental=incremental, best_state=best_state, converged=converged, interrupted=interrupted
+        )
 
-        if early_stopping and best_state is not None:
+    def _split_validation(self, X, y, device):
+        """Hold out ``validation_fraction`` of the rows (stratified when every class allows it).
+
+        Returns the training rows and the validation rows on ``device``; starts this call's
+        ``validation_scores_``.
+        """
+        rows = np.arange(X.shape[0])
+        split = {
+            "test_size": self.validation_fraction,
+            "random_state": int(torch.randint(0, 2**31 - 1, (1,), generator=self._generator)),
+        }
+        try:
+            stratify = y.numpy() if isinstance(self, ClassifierMixin) else None
+            train_rows, val_rows = train_test_split(rows, stratify=stratify, **split)
+        except ValueError:  # a class too small to stratify
+            train_rows, val_rows = train_test_split(rows, **split)
+        train_rows, val_rows = np.sort(train_rows), np.sort(val_rows)
+        self.validation_scores_ = []  # of this fit call
+        self.best_validation_score_ = -np.inf
+        return X[train_rows], y[train_rows], (X[val_rows].to(device), y[val_rows].to(device))
+
+    def _run_epoch(self, X, y, epoch, scaler, stop) -> float | None:
+        """One pass over (X, y) in shuffled mini-batches: the epoch's mean loss, or None when a
+        Ctrl-C stopped it at a batch boundary."""
+        self.module_.train()
+        self._before_epoch(X, y, epoch)
+        n = X.shape[0]
+        batch_size = min(self.batch_size, n)
+        optimizer = self._get_optimizer()
+        order = torch.randperm(n, generator=self._generator)
+        # Summed on the device: reading each batch's loss on the host would wait for the GPU.
+        total = torch.zeros((), dtype=torch.float64, device=self.device_)
+        order_on_device = order.to(self.device_)  # one copy per epoch, not one per batch
+        for start in range(0, n, batch_size):
+            ids = order[start : start + batch_size]
+            xb, yb = self._batch_to_device(X[ids]), self._batch_to_device(y[ids])
+            loss = self._step(xb, yb, order_on_device[start : start + batch_size], optimizer, scaler)
+            self._after_step(xb, yb, ids)
+            total += loss.detach().double() * ids.shape[0]
+            if stop.raised:  # Ctrl-C: stop here, at a batch boundary
+                return None
+        self.n_iter_ += 1
+        epoch_loss = float(total) / n
+        self._after_epoch(X, y, epoch)
+        self.loss_curve_.append(epoch_loss)
+        return epoch_loss
+
+    def _step(self, xb, yb, ids, optimizer, scaler) -> torch.Tensor:
+        """One optimisation step on a batch (with the EWC penalty); returns its loss."""
+        with self._autocast():
+            loss = self._loss(xb, yb, ids)
+        loss = loss.float()
+        if self.ewc_lambda > 0 and self.ewc_state_:
+            loss = loss + self._ewc_penalty()
+        if loss.requires_grad:  # e.g. not for a one-row batch of in-batch neighbour votes
+            optimizer.zero_grad(set_to_none=True)
+            if scaler is None:
+                loss.backward()
+                optimizer.step()
+            else:
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+        return loss
+
+    def _validation_score(self, X_train, y_train, X_val, y_val) -> float:
+        """The score on the held-out rows, the model made ready by ``_before_validation``."""
+        self.module_.eval()
+        self._before_validation(X_train, y_train)
+        with self._autocast():
+            score = self._score_tensors(X_val, y_val)
+        self.validation_scores_.append(score)
+        return score
+
+    def _update_no_improvement_count(self, epoch_loss: float, score: float | None) -> None:
+        """Count the epochs without improvement of the validation score (with early stopping) or of
+        the training loss, by at least ``tol`` (as MLPClassifier's method of the same name)."""
+        if score is not None:
+            improved = score >= self.best_validation_score_ + self.tol
+            self.best_validation_score_ = max(self.best_validation_score_, score)
+        else:
+            improved = epoch_loss <= self.best_loss_ - self.tol
+        self.best_loss_ = min(self.best_loss_, epoch_loss)
+        self._no_improvement_count = 0 if improved else self._no_improvement_count + 1
+
+    def _report_epoch(self, progress, epoch_loss: float, score: float | None) -> None:
+        message = f"loss {epoch_loss:.5f}"
+        if score is not None:
+            message += f", validation score {score:.5f}"
+        if progress is not None:
+            progress.set_postfix_str(message)
+            progress.update(1)
+        elif self.verbose >= 2:
+            print(f"epoch {self.n_iter_}: {message}", flush=True)
+
+    def _end_training(self, X, y, *, incremental, best_state, converged, interrupted) -> None:
+        """Keep the best model (early stopping), warn, and hand every row of the call to
+        ``_on_train_end``."""
+        if best_state is not None:
             self.module_.load_state_dict(best_state)
+        # stacklevel 5 names the frame of fit/partial_fit (_end_training <- _train <-
+        # _start_training <- _fit <- fit).
         if interrupted:
             warnings.warn(
                 f"{type(self).__name__}: training interrupted (KeyboardInterrupt) during epoch "
                 f"{self.n_iter_ + 1}; the model is usable and n_iter_={self.n_iter_} counts the "
                 "completed epochs. Press Ctrl-C twice to abort instead.",
                 UserWarning,
-                stacklevel=4,
+                stacklevel=5,
             )
         elif not incremental and not converged:
             warnings.warn(
                 f"{type(self).__name__}: max_epochs={self.max_epochs} reached and the optimization "
                 "has not converged yet.",
                 ConvergenceWarning,
-                stacklevel=4,
+                stacklevel=5,
             )
         if not incremental:
             self._no_improvement_count = 0  # a later warm-started fit starts counting afresh
@@ -709,9 +749,6 @@ class TorchEstimatorBase(BaseEstimator):
         state["_optimizer"] = None
         if state.get("_generator") is not None:
             state["_generator"] = self._generator.get_state()
-        for name in _DIGEST_CACHES:  # recomputed from the stored rows on first use
-            if name in state:
-                state[name] = None
         from . import __version__
 
         state["_sksemiparam_version"] = __version__
@@ -724,11 +761,15 @@ class TorchEstimatorBase(BaseEstimator):
         saved = state.pop("_sksemiparam_version", None)
         if saved is not None:
             _check_not_newer(saved, __version__, f"this {type(self).__name__}")
+        self._upgrade_state(state)
         generator_state = state.get("_generator")
         super().__setstate__(state)
         if isinstance(generator_state, torch.Tensor):
             self._generator = torch.Generator()
             self._generator.set_state(generator_state)
+
+    def _upgrade_state(self, state: dict) -> None:
+        """Convert, in place, fitted state saved by an older sksemiparam to today's attributes."""
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -736,17 +777,6 @@ class TorchEstimatorBase(BaseEstimator):
         tags.input_tags.sparse = False
         tags.non_deterministic = False
         return tags
-
-
-# Attributes holding digests of stored rows (see _row_digests): caches, never saved or copied.
-_DIGEST_CACHES = ("_digests", "_center_digests")
-
-
-def _row_digests(X, y):
-    """A 128-bit digest of each (row of X, label) pair, to recognise examples already stored."""
-    X = np.ascontiguousarray(X, dtype=np.float32)
-    y = np.ascontiguousarray(y, dtype=np.int64)
-    return [hashlib.blake2b(x.tobytes() + label.tobytes(), digest_size=16).digest() for x, label in zip(X, y)]
 
 
 class _InterruptFlag:

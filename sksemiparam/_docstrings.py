@@ -11,6 +11,16 @@ from __future__ import annotations
 import re
 
 SHARED = {
+    "n_neighbors": """\
+n_neighbors : int, "auto" or None, default="auto"
+    Stored examples retrieved per query. ``"auto"``: 32, or all of them while fewer are
+    stored. None: all of them (dense, exact; its cost grows with the memory). An integer
+    larger than the number of stored examples is an error.""",
+    "index": """\
+index : {"auto", "exact", "approximate", "faiss"}, default="auto"
+    Nearest-neighbour search over the stored examples: exact (torch), an approximate
+    pynndescent graph, a faiss HNSW graph (extra ``sksemiparam[faiss]``), or ``"auto"``:
+    exact for small memories, a graph for large ones (see docs/neighbor-index.md).""",
     "index_params": """\
 index_params : dict or None, default=None
     Further arguments of the neighbour index (``NeighborIndex``): ``auto_threshold`` (keys

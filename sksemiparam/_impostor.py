@@ -12,6 +12,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from ._base import _torch_threads
 from ._kernel_vote import KernelVoteClassifierBase
+from ._memory import row_identities
 from ._pq import ProductQuantizer
 from .nn.kernels import pairwise_sq_distances
 from .nn.nngk import KernelVoteNet, gaussian_kernel_log_weights, kernel_vote_log_proba
@@ -191,7 +192,6 @@ class ImpostorClassifier(KernelVoteClassifierBase):
     """
 
     _parameter_constraints: dict = {
-        **KernelVoteClassifierBase._parameter_constraints,
         "centers": [StrOptions({"loose", "tied", "fixed"})],
         "center_reg": [Interval(Real, 0, None, closed="left")],
         "quantize": [StrOptions({"pq"}), None],
@@ -297,8 +297,7 @@ class ImpostorClassifier(KernelVoteClassifierBase):
         self.center_targets_ = None
         self.quantizer_ = None
         self.codes_ = None
-        self._row_centers = None
-        self._phase = "train"
+        self._continual = False  # is this call Algorithm 1's add/drop step (see _n_epochs)?
         net = KernelVoteNet(
             embedding=self._make_embedding(n_features),
             n_classes=n_outputs,
@@ -315,11 +314,11 @@ class ImpostorClassifier(KernelVoteClassifierBase):
     def _center_keys(self, X_new=None):
         if self.centers == "fixed":
             return self._embed_rows(
-                self.centers_X_ if X_new is None else X_new, self.module_.initial_embedding
+                self.memory_.X if X_new is None else X_new, self.module_.initial_embedding
             )
         if self.centers == "loose" and X_new is None:
             return self.module_.centers.detach().clone()
-        return self._embed_rows(self.centers_X_ if X_new is None else X_new)
+        return self._embed_rows(self.memory_.X if X_new is None else X_new)
 
     def _scored_centers(self, ids):
         if self.centers != "loose":
@@ -334,30 +333,37 @@ class ImpostorClassifier(KernelVoteClassifierBase):
         if self.centers == "loose":
             self._resize_rows("centers", new_rows=keys_new)
         n_new = keys_new.shape[0]
-        new_targets = F.one_hot(self.centers_y_[-n_new:], self.module_.n_classes).float()
+        new_targets = F.one_hot(self.memory_.y[-n_new:], self.module_.n_classes).float()
         self.center_targets_ = (
             new_targets if self.center_targets_ is None else torch.cat([self.center_targets_, new_targets])
         )
 
+    # --------------------------------------------------------- continual learning
+    def _is_continual(self) -> bool:
+        """Is this call Algorithm 1's continual step: a ``partial_fit`` with ``n_add`` set, on a
+        model that has centres?"""
+        return self._incremental and self.n_add is not None and len(self.memory_) > 0
+
+    def _n_epochs(self, incremental):
+        # Algorithm 1 in one call: a pass over the slice against the current centres, the add/drop
+        # step (after epoch 0), then finetune_epochs passes.
+        return 1 + self.finetune_epochs if self._is_continual() else super()._n_epochs(incremental)
+
     def _store_centers(self, X, y):
-        appending = self.centers_X_ is not None and self._incremental
-        if appending and self.n_add is not None:
-            # Algorithm 1: the slice trains against the current centres; which of its rows become
-            # centres is decided after this pass (_on_train_end).
-            self._call_offset = 0
-            self._row_center_map = None
-            if self._phase == "train":
-                self._row_centers = torch.full((X.shape[0],), -1, dtype=torch.long)
+        self._continual = self._is_continual()
+        if self._continual:
+            # The slice trains against the current centres; which of its rows become centres is
+            # decided after this pass (_after_epoch).
+            self._row_center_map = torch.full((X.shape[0],), -1, dtype=torch.long)
             return
-        if not appending:  # a new set of centres, and of their targets
+        if not (self._incremental and len(self.memory_)):  # a new set of centres, and of targets
             self.center_targets_ = None
         super()._store_centers(X, y)
-        self._row_centers = None
 
-    def _row_center_ids(self, ids):
-        if self._row_centers is not None:
-            return self._row_centers.to(ids.device)[ids]
-        return super()._row_center_ids(ids)
+    def _after_epoch(self, X, y, epoch):
+        if self._continual and epoch == 0:
+            self._add_and_drop(X, y)
+            self._refresh()
 
     def _loss(self, X, y, ids):
         z = self.module_(X)
@@ -383,43 +389,11 @@ class ImpostorClassifier(KernelVoteClassifierBase):
             return (gap * mine).sum() / mine.sum().clamp_min(1.0)
         n = centers.shape[0]
         drawn = torch.randint(n, (z.shape[0],), generator=self._generator)
-        embedded = self.module_(self.centers_X_[drawn].to(z.device))
+        embedded = self.module_(self.memory_.X[drawn.to(self.memory_.X.device)].to(z.device))
         return (embedded - centers[drawn.to(centers.device)]).square().sum(1).mean()
 
-    # --------------------------------------------------------- continual learning
-    def partial_fit(self, X, y, classes=None):
-        """One pass over (X, y); with ``n_add`` set and a fitted model, Algorithm 1's add/drop step.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-        y : array-like of shape (n_samples,)
-        classes : array-like, default=None
-            All classes; required on the first call.
-
-        Returns
-        -------
-        self
-        """
-        continual = getattr(self, "centers_X_", None) is not None and self.n_add is not None
-        self._phase = "train"
-        super().partial_fit(X, y, classes=classes)
-        if continual:
-            self._phase = "finetune"
-            try:
-                for _ in range(self.finetune_epochs):
-                    super().partial_fit(X, y)
-            finally:
-                self._phase = "train"
-                self._row_centers = None
-        return self
-
     def _on_train_end(self, X, y, *, incremental):
-        if incremental and self._phase == "train" and self._row_centers is not None:
-            self._add_and_drop(X, y)
-            self._refresh()
-        else:
-            super()._on_train_end(X, y, incremental=incremental)
+        super()._on_train_end(X, y, incremental=incremental)
         self._quantize()
 
     def _true_class_proba(self, X, y, exclude=None):
@@ -431,26 +405,24 @@ class ImpostorClassifier(KernelVoteClassifierBase):
     def _add_and_drop(self, X, y):
         """Add the n_add worst-predicted rows of the slice, drop the n_drop best-predicted centres."""
         sigma = float(self.module_.sigma)
-        k = min(self._k() or len(self.index_), len(self.index_))
+        k = self._n_neighbors(len(self.index_))
         # Best-predicted existing centres (each voting without itself), decided before adding.
-        n_old = self.centers_X_.shape[0]
+        n_old = len(self.memory_)
         old_ids = torch.arange(n_old, device=self.index_.keys.device)
-        drop_score = self._true_class_proba(self.centers_X_, self.centers_y_, exclude=old_ids)
+        drop_score = self._true_class_proba(self.memory_.X, self.memory_.y, exclude=old_ids)
         # Worst-predicted new rows, among those not already stored (D_e minus C: a slice seen in an
         # earlier pass holds rows that are centres already).
-        stored = {row.tobytes() for row in self.centers_X_.numpy()}
-        fresh = torch.tensor([row.tobytes() not in stored for row in X.numpy()], dtype=torch.bool)
+        fresh = torch.from_numpy(self.memory_.lookup(row_identities(X, y)) < 0)
         p_new = self._true_class_proba(X, y).cpu().masked_fill(~fresh, float("inf"))
         add = torch.argsort(p_new)[: min(self.n_add, int(fresh.sum()))]
         if add.numel():
-            self._add_centers(X[add], y[add])
-            self._row_centers[add] = torch.arange(n_old, n_old + add.numel())
+            self._row_center_map[add] = torch.from_numpy(self._add_centers(X[add], y[add]))
             if self.redistribute and n_old > 0:
                 added = self._scored_centers(None).detach()[n_old:]
                 ids, shares = redistribution_shares(added, self._positions()[:n_old], sigma, k)
                 targets = self.center_targets_
                 targets[:n_old] = redistribute(targets[:n_old], ids, shares, targets[n_old:], -1.0)
-        n_total = self.centers_X_.shape[0]
+        n_total = len(self.memory_)
         n_drop = min(self.n_drop, n_old)
         if self.max_centers is not None:
             n_drop = min(max(n_drop, n_total - self.max_centers), n_old)
@@ -476,19 +448,14 @@ class ImpostorClassifier(KernelVoteClassifierBase):
         return self.index_.keys
 
     def _drop_rows(self, keep):
-        self._center_digests = None  # centre ids change
-        new_id = torch.cumsum(keep.long(), 0) - 1
-        new_id[~keep] = -1
-        self.centers_X_ = self.centers_X_[keep]
-        self.centers_y_ = self.centers_y_[keep.to(self.centers_y_.device)]
+        new_id = torch.from_numpy(self.memory_.remove(keep))
         self._resize_rows("log_importance", keep=keep)
         if self.centers == "loose":
             self._resize_rows("centers", keep=keep)
-        if self._row_centers is not None:
-            mapped = self._row_centers.clone()
-            valid = mapped >= 0
-            mapped[valid] = new_id[mapped[valid]]
-            self._row_centers = mapped
+        mapped = self._row_center_map.clone()
+        valid = mapped >= 0
+        mapped[valid] = new_id[mapped[valid]]
+        self._row_center_map = mapped
 
     # ---------------------------------------------------------- compression
     def compress(self):
@@ -540,7 +507,7 @@ class ImpostorClassifier(KernelVoteClassifierBase):
         # equals the sum over sub-spaces of query-to-codeword distances.
         z = self.module_(X)
         n_centers = self.codes_.shape[0]
-        k = n_centers if self._k() is None else min(self._k(), n_centers)
+        k = self._n_neighbors(n_centers)
         best_sq = torch.full((z.shape[0], 0), float("inf"), device=z.device)
         best_ids = torch.zeros((z.shape[0], 0), dtype=torch.long, device=z.device)
         for s in range(0, n_centers, _DECODE_CHUNK):

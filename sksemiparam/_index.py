@@ -28,6 +28,8 @@ import os
 import numpy as np
 import torch
 
+from .persistence import register
+
 __all__ = ["AUTO_THRESHOLD", "INDEX_PARAMS", "NeighborIndex", "index_from_params"]
 
 # Exact search below this many stored keys, approximate above. Measured by `python -m benchmarks index`
@@ -69,6 +71,7 @@ def _check_2d(name: str, x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+@register
 class NeighborIndex:
     """k-nearest-neighbour search under squared Euclidean distance.
 

@@ -19,30 +19,26 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
-from ._base import TorchClassifierBase, _row_digests, _torch_threads
+from ._base import TorchClassifierBase, _torch_threads
+from ._memory import ExampleMemory, RetrievalMixin
 
-# n_neighbors="auto": this many centres vote, or all of them while fewer are stored.
-_AUTO_NEIGHBORS = 32
 # Dense mode (n_neighbors=None) scores queries against all centres in chunks of at most this many
 # query x centre distances.
 _DENSE_CHUNK_ELEMENTS = 1 << 24
 
 
-class KernelVoteClassifierBase(TorchClassifierBase):
+class KernelVoteClassifierBase(RetrievalMixin, TorchClassifierBase):
     """Training examples as centres in an embedding space, classified by a kernel vote of the nearest.
 
     Not for direct use: see ``NNGKClassifier`` and ``ImpostorClassifier``.
     """
 
     _parameter_constraints: dict = {
-        **TorchClassifierBase._parameter_constraints,
-        "n_neighbors": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"}), None],
         "sigma": [Interval(Real, 0, None, closed="neither"), StrOptions({"scale"})],
         "learn_sigma": ["boolean"],
         "refresh_every": [Interval(Integral, 1, None, closed="left")],
-        "index": [StrOptions({"auto", "exact", "approximate", "faiss"})],
-        "index_params": [dict, None],
     }
+    _stored_name = "training samples stored as centres"
     # NOTE[paper]: no ReLU after the embedding's last layer: the centres live in an unconstrained
     # metric space (the papers use VGG/ResNet/SqueezeNet features; the activation is not specified).
     _embedding_final_activation = False
@@ -53,7 +49,7 @@ class KernelVoteClassifierBase(TorchClassifierBase):
     # ------------------------------------------------------- subclass hooks
     def _center_keys(self, X_new=None):
         """Positions of the centres for the index: of the new rows ``X_new``, or of all centres."""
-        return self._embed_rows(self.centers_X_ if X_new is None else X_new)
+        return self._embed_rows(self.memory_.X if X_new is None else X_new)
 
     def _scored_centers(self, ids):
         """The positions the vote scores (with autograd where the centres learn)."""
@@ -61,35 +57,34 @@ class KernelVoteClassifierBase(TorchClassifierBase):
 
     def _center_targets(self):
         """Each centre's label: encoded classes (N,), or class distributions (N, n_classes)."""
-        return self.centers_y_
+        return self.memory_.y
 
     def _on_centers_added(self, keys_new):
         """Grow per-centre state for newly stored centres whose index keys are ``keys_new``."""
         self._resize_rows("log_importance", new_rows=torch.zeros(keys_new.shape[0]))
 
-    def _k(self):
-        """Centres voting per query: ``n_neighbors``, ``_AUTO_NEIGHBORS`` for "auto" (callers cap it
-        at the centres stored), None for all."""
-        return _AUTO_NEIGHBORS if self.n_neighbors == "auto" else self.n_neighbors
+    def _upgrade_state(self, state):
+        if "centers_X_" in state:  # sksemiparam 0.1 kept the centres as two tensors
+            X, y = state.pop("centers_X_"), state.pop("centers_y_")
+            for name in ("_call_offset", "_center_digests", "_row_centers", "_phase"):
+                state.pop(name, None)
+            state["memory_"] = ExampleMemory.from_inputs(X, y)
+            state["_row_center_map"] = None
+            state["_continual"] = False
 
-    def _check_fit_data(self, X, y, *, first_pass, incremental):
-        stored = X.shape[0]
-        if incremental and not first_pass and getattr(self, "centers_X_", None) is not None:
-            stored += self.centers_X_.shape[0]
-        if isinstance(self.n_neighbors, Integral) and self.n_neighbors > stored:
-            raise ValueError(
-                f"`n_neighbors`={self.n_neighbors} is larger than the {stored} training samples stored as "
-                f"centres; pass n_neighbors <= {stored}"
-            )
+    @property
+    def centers_X_(self):
+        return self.memory_.X
+
+    @property
+    def centers_y_(self):
+        return self.memory_.y
 
     def _init_centers(self):
         """Fitted state of the centres, reset when the module is (re)built."""
-        self.centers_X_ = None
-        self.centers_y_ = None
+        self.memory_ = self._new_memory(self.device_)
         self.index_ = None
-        self._call_offset = 0
-        self._row_center_map = None  # this partial_fit call's row -> centre id, when rows repeat
-        self._center_digests = None  # digest of each stored (row, label) -> centre id, built lazily
+        self._row_center_map = None  # this call's row -> centre id (-1: the row is not a centre)
         self._epochs_since_refresh = 0
         self._sigma_pending = self.sigma == "scale"
 
@@ -101,57 +96,33 @@ class KernelVoteClassifierBase(TorchClassifierBase):
         self._epochs_since_refresh += 1
 
     def _store_centers(self, X, y):
-        incremental = self.centers_X_ is not None and self._incremental
-        self._row_center_map = None
-        if incremental:
-            self._call_offset = self.centers_X_.shape[0]
-            # A row stored by an earlier call (partial_fit passes over the same data) is not stored
-            # again: it keeps its centre, which is its own centre to leave out of its vote.
-            digests = _row_digests(X.numpy(), y.numpy())
-            known = self._stored_center_digests()
-            stored = np.array([known.get(d, -1) for d in digests], dtype=np.int64)
-            new = stored < 0
-            if not new.all():
-                stored[new] = self._call_offset + np.arange(int(new.sum()))
-                self._row_center_map = torch.from_numpy(stored)
-                X, y, digests = X[new], y[new], [d for d, n in zip(digests, new) if n]
-            if X.shape[0]:
-                self._add_centers(X, y)
-            for offset, d in enumerate(digests):
-                known.setdefault(d, self._call_offset + offset)
-            self._center_digests = known
-        else:
-            self._call_offset = 0
-            self.centers_X_ = X[:0]
-            self.centers_y_ = y[:0].to(self.device_)
+        """Store the rows of this call as centres: a new set for ``fit``; for ``partial_fit`` those
+        not stored yet. A row stored by an earlier call (partial_fit passes over the same data) keeps
+        its centre, which is its own centre to leave out of its vote."""
+        replace = not (self._incremental and len(self.memory_))
+        if replace:
             self._reset_rows()
             self.index_ = None
-            self._center_digests = None
-            self._add_centers(X, y)
+        self._row_center_map = torch.from_numpy(self._add_centers(X, y, replace=replace))
         if self._sigma_pending:
             self._set_sigma_from_scale()
 
-    def _add_centers(self, X, y):
-        """Store rows as new centres (embedded with the current network) and index them."""
-        self._center_digests = None  # the caller that keeps it up to date puts it back
-        keys = self._center_keys(X)
-        self.centers_X_ = torch.cat([self.centers_X_, X])
-        self.centers_y_ = torch.cat([self.centers_y_, y.to(self.device_)])
+    def _add_centers(self, X, y, *, replace=False):
+        """Store rows as centres (the new ones embedded with the current network and indexed);
+        returns each row's centre id."""
+        n_old = 0 if replace else len(self.memory_)
+        slots = self._remember(X, y, replace=replace)
+        new = np.flatnonzero(slots >= n_old)  # in row order, so their slots are n_old, n_old + 1, ...
+        if new.size == 0:
+            return slots
+        keys = self._center_keys(X[new])
         self._on_centers_added(keys)
         if self.index_ is None:
             seed = int(torch.randint(0, 2**31 - 1, (1,), generator=self._generator))
             self.index_ = self._new_index(seed).build(keys)
         else:  # only the new centres; all are refreshed at the end of the call
             self.index_.add(keys)
-
-    def _stored_center_digests(self):
-        """{digest of (row, label): centre id} of the stored centres, computed on first use."""
-        if getattr(self, "_center_digests", None) is None:
-            digests = _row_digests(self.centers_X_.numpy(), self.centers_y_.cpu().numpy())
-            self._center_digests = {}
-            for i, d in enumerate(digests):
-                self._center_digests.setdefault(d, i)
-        return self._center_digests
+        return slots
 
     def _set_sigma_from_scale(self):
         """sigma = the median distance from a centre to its nearest distinct centre (<= 1000 sampled)."""
@@ -225,7 +196,7 @@ class KernelVoteClassifierBase(TorchClassifierBase):
         if available < 1:  # a single stored example cannot vote for itself: uniform
             return torch.full((z.shape[0], module.n_classes), -np.log(module.n_classes), device=z.device)
         targets = self._center_targets()
-        if self.n_neighbors is None:
+        if self.n_neighbors is None:  # dense: every centre, in chunks of queries
             ids = torch.arange(n_centers, device=self.index_.keys.device)
             step = max(1, _DENSE_CHUNK_ELEMENTS // n_centers)
             return torch.cat(
@@ -240,16 +211,14 @@ class KernelVoteClassifierBase(TorchClassifierBase):
                     for s in range(0, z.shape[0], step)
                 ]
             )
-        k = min(self._k(), available)
+        k = self._n_neighbors(available)
         with torch.no_grad():  # search without gradients, then score the retrieved centres with autograd
             _, ids = self.index_.query(z.detach(), k, exclude=exclude)
         return module.log_proba(z, self._scored_centers(ids), ids, targets[ids])
 
     def _row_center_ids(self, ids):
         """The centre id of each training row of this call (-1: the row is not a centre)."""
-        if getattr(self, "_row_center_map", None) is not None:
-            return self._row_center_map.to(ids.device)[ids]
-        return ids + self._call_offset
+        return self._row_center_map.to(ids.device)[ids]
 
     def _loss(self, X, y, ids):
         z = self.module_(X)
@@ -268,9 +237,6 @@ class KernelVoteClassifierBase(TorchClassifierBase):
         if self.device_ == device:
             return
         super()._to_device(device)
-        if self.centers_y_ is not None:
-            self.centers_y_ = self.centers_y_.to(device)
-            self.index_.to(device)
         for name in self._device_tensors:
             if getattr(self, name, None) is not None:
                 setattr(self, name, getattr(self, name).to(device))
@@ -303,7 +269,7 @@ class KernelVoteClassifierBase(TorchClassifierBase):
         """
         check_is_fitted(self)
         n_centers = len(self.index_)
-        k = n_neighbors if n_neighbors is not None else min(self._k() or n_centers, n_centers)
+        k = n_neighbors if n_neighbors is not None else self._n_neighbors(n_centers)
         if isinstance(k, bool) or not isinstance(k, Integral) or not 1 <= k <= n_centers:
             raise ValueError(
                 f"`n_neighbors` must be an int in [1, {n_centers}] (the stored centres), got {k!r}"
@@ -317,7 +283,7 @@ class KernelVoteClassifierBase(TorchClassifierBase):
         ids_np = ids.cpu().numpy()
         return Bunch(
             indices=ids_np,
-            labels=self.classes_[self.centers_y_.cpu().numpy()[ids_np]],
+            labels=self.classes_[self.memory_.y.cpu().numpy()[ids_np]],
             weights=weights.double().cpu().numpy(),
             distances=sq.double().cpu().numpy(),
         )

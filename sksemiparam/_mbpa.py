@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from numbers import Integral, Real
 
 import torch
@@ -10,16 +9,16 @@ import torch.nn.functional as F
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from ._base import TorchClassifierBase
-from .nn import EpisodicMemory, MbPANet, adapt_and_predict, memory_kernel_weights, memory_vote
+from ._memory import ExampleMemory, RetrievalMixin, row_identities
+from .nn import MbPANet, adapt_and_predict, memory_kernel_weights, memory_vote
 
-_AUTO_NEIGHBORS = 32
 # Per-query parameter copies during adaptation: about this many floats at once.
 _ADAPT_CHUNK_FLOATS = 2**24
 # log(p) floor of the memory-only and mixture outputs (a class no neighbour votes for).
 _MIN_PROBA = 1e-12
 
 
-class MbPAClassifier(TorchClassifierBase):
+class MbPAClassifier(RetrievalMixin, TorchClassifierBase):
     """Neural network classifier whose output layer adapts to each query's neighbours in an episodic memory.
 
     An embedding network f and an output network g (softmax) are trained as an ordinary network.
@@ -38,9 +37,10 @@ class MbPAClassifier(TorchClassifierBase):
         kernel-weighted vote of the neighbours' labels. ``"mixture"``: ``mixture_weight *
         p_parametric + (1 - mixture_weight) * p_memory`` (the paper's eq. 2). All four use the
         same fitted model, so they can be compared with ``set_params`` alone.
-    n_neighbors : int or "auto", default="auto"
+    n_neighbors : int, "auto" or None, default="auto"
         K, memory entries retrieved per query. ``"auto"``: 32, or all entries when fewer are
-        stored. An integer larger than the memory holds after ``fit`` is an error.
+        stored. None: every entry. An integer larger than the memory holds after ``fit`` is an
+        error.
     memory_size : int or None, default=None
         Capacity of the episodic memory; None keeps every training example.
     adapt_steps : int, default=5
@@ -67,10 +67,7 @@ class MbPAClassifier(TorchClassifierBase):
         ``(channels, height, width)`` for ``embedding="conv"``.
     head_layer_sizes : tuple of int, default=()
         Hidden widths of the output network g, whose parameters adapt; ``()`` is a linear layer.
-    index : {"auto", "exact", "approximate", "faiss"}, default="auto"
-        Neighbour search over the memory: exact (torch), a pynndescent graph, a faiss HNSW graph
-        (extra ``sksemiparam[faiss]``), or ``"auto"`` (see docs/neighbor-index.md).
-    .. shared:: index_params max_epochs
+    .. shared:: index index_params max_epochs
     batch_size : int, default=100
         Mini-batch size.
     .. shared:: learning_rate weight_decay early_stopping validation_fraction n_iter_no_change tol warm_start
@@ -85,8 +82,9 @@ class MbPAClassifier(TorchClassifierBase):
     .. shared:: classes_ n_features_in_ feature_names_in_
     module_ : MbPANet
         The trained torch module: the embedding f and the output network g.
-    memory_ : EpisodicMemory
-        The episodic memory; ``len(memory_)`` is the number of stored entries.
+    memory_ : ExampleMemory
+        The episodic memory: ``memory_.keys`` and ``memory_.y``; ``len(memory_)`` is the number of
+        stored entries.
     index_ : NeighborIndex
         Search structure over the memory's keys, refreshed at the end of every fit/partial_fit.
     .. shared:: device_ n_iter_ loss_curve_ best_loss_ validation_scores_ best_validation_score_ ewc_state_
@@ -98,10 +96,10 @@ class MbPAClassifier(TorchClassifierBase):
     Notes
     -----
     Keys are written with the embedding of the moment, after each optimisation step, and are not
-    refreshed later (the paper's memory); with a trained f they age as f changes. Within one
-    ``fit``, a row seen again in a later epoch overwrites its own entry; rows passed to separate
-    ``partial_fit`` calls are new entries, so looping ``partial_fit`` over the same data stores
-    copies (bound the memory with ``memory_size``).
+    refreshed later (the paper's memory); with a trained f they age as f changes. An example
+    written again (the same row with the same label, in a later epoch or a later ``partial_fit``
+    call) overwrites its own entry with the new key, so looping ``partial_fit`` over the same data
+    stores no copies; equal rows within one call's data are separate entries, as given.
 
     References
     ----------
@@ -121,9 +119,7 @@ class MbPAClassifier(TorchClassifierBase):
     """
 
     _parameter_constraints: dict = {
-        **TorchClassifierBase._parameter_constraints,
         "inference": [StrOptions({"adapt", "parametric", "memory", "mixture"})],
-        "n_neighbors": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "memory_size": [Interval(Integral, 1, None, closed="left"), None],
         "adapt_steps": [Interval(Integral, 0, None, closed="left")],
         "adapt_lr": [Interval(Real, 0, None, closed="left")],
@@ -131,8 +127,6 @@ class MbPAClassifier(TorchClassifierBase):
         "kernel_epsilon": [Interval(Real, 0, None, closed="neither")],
         "mixture_weight": [Interval(Real, 0, 1, closed="both")],
         "head_layer_sizes": ["array-like"],
-        "index": [StrOptions({"auto", "exact", "approximate", "faiss"})],
-        "index_params": [dict, None],
     }
 
     def __init__(
@@ -213,24 +207,18 @@ class MbPAClassifier(TorchClassifierBase):
                 "<= -1); pass values whose product is below 1, e.g. adapt_lr=0.1, adapt_reg=0.1"
             )
 
+    # A warm-started fit writes into the memory it has, as training steps always do.
+    _warm_fit_keeps_memory = True
+
     def _check_fit_data(self, X, y, *, first_pass, incremental):
         self._check_adaptation()
-        if not isinstance(self.n_neighbors, Integral):
-            return
-        stored = X.shape[0]
-        if not first_pass and getattr(self, "memory_", None) is not None:
-            stored += len(self.memory_)
-        if self.memory_size is not None:
-            stored = min(stored, self.memory_size)
-        if self.n_neighbors > stored:
-            raise ValueError(
-                f"`n_neighbors`={self.n_neighbors} is larger than the {stored} samples stored in "
-                f"memory; pass n_neighbors <= {stored}"
-            )
+        super()._check_fit_data(X, y, first_pass=first_pass, incremental=incremental)
+
+    def _new_memory(self, device):
+        return ExampleMemory(capacity=self.memory_size, store_inputs=False, device=device)
 
     def _build_module(self, n_features, n_outputs):
-        self.memory_ = EpisodicMemory(self.memory_size)
-        self._rows_seen = 0  # example ids of the rows of earlier fit/partial_fit calls
+        self.memory_ = self._new_memory(self.device_)
         self.index_ = None
         # Drawn once: predicting must not consume the training generator.
         self._index_seed = int(torch.randint(0, 2**31 - 1, (1,), generator=self._generator))
@@ -244,17 +232,22 @@ class MbPAClassifier(TorchClassifierBase):
     def _loss(self, X, y, ids):
         return F.nll_loss(self.module_(X), y)
 
+    def _before_epoch(self, X, y, epoch):
+        if epoch == 0:  # each row's identity in the memory, for the writes of this call
+            self._identities = row_identities(X, y)
+
     def _after_step(self, X, y, ids):
         # The memory stores the batch under the embedding just updated (eval mode: no dropout).
-        # NOTE[paper]: entries are per training example: a row seen again in a later epoch of the
-        # same fit overwrites its entry instead of adding a copy; each partial_fit brings new rows.
+        # NOTE[paper]: entries are per training example: a row seen again in a later epoch (or call)
+        # overwrites its entry instead of adding a copy.
         self.module_.eval()
         with torch.no_grad(), self._autocast():  # keys stored in float32 whatever the precision
-            self.memory_.add(self.module_.embed(X).float(), y, self._rows_seen + ids)
+            keys = self.module_.embed(X).float()
+        self.memory_.write([self._identities[i] for i in ids.tolist()], y, keys=keys)
         self.module_.train()
 
     def _on_train_end(self, X, y, *, incremental):
-        self._rows_seen += X.shape[0]
+        self._identities = None
         self._index_memory()
 
     def _before_validation(self, X, y):
@@ -267,19 +260,18 @@ class MbPAClassifier(TorchClassifierBase):
     def _fisher_outputs(self, X):
         return self.module_(X)  # EWC protects the parametric model
 
+    def _upgrade_state(self, state):
+        from .nn.memory import EpisodicMemory
+
+        if isinstance(state.get("memory_"), EpisodicMemory):  # sksemiparam 0.1's memory
+            state["memory_"] = ExampleMemory.from_episodic_state(vars(state["memory_"]))
+            state.pop("_rows_seen", None)
+
     def _to_device(self, device):
         if self.device_ == device:
             return
         super()._to_device(device)
-        self.memory_.to(device)
-        self._index_memory()
-
-    def __getstate__(self):
-        state = super().__getstate__()
-        if self.__dict__.get("device_", torch.device("cpu")).type != "cpu":
-            state["memory_"] = copy.deepcopy(self.memory_).to("cpu")
-            state["index_"] = copy.deepcopy(self.index_).to("cpu")
-        return state
+        self._index_memory()  # exact search shares the keys' storage: index the moved keys
 
     # -------------------------------------------------------------- prediction
     def _forward(self, X):
@@ -287,13 +279,11 @@ class MbPAClassifier(TorchClassifierBase):
         q = module.embed(X)
         if self.inference == "parametric":
             return torch.log_softmax(module.head(q), dim=1)
-        index = self.index_
-        k = _AUTO_NEIGHBORS if self.n_neighbors == "auto" else self.n_neighbors
-        k = min(k, len(self.memory_))
+        k = self._n_neighbors(len(self.memory_))
         # Search without gradients, then re-score the retrieved keys.
         with torch.no_grad():
-            _, ids = index.query(q.detach(), k)
-        keys, labels = self.memory_.keys[ids], self.memory_.values[ids]
+            _, ids = self.index_.query(q.detach(), k)
+        keys, labels = self.memory_.keys[ids], self.memory_.y[ids]
         weights = memory_kernel_weights((q[:, None, :] - keys).square().sum(-1), self.kernel_epsilon)
         if self.inference == "memory":
             return torch.log(memory_vote(labels, weights, module.n_classes).clamp_min(_MIN_PROBA))

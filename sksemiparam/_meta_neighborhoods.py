@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from ._base import TorchClassifierBase, TorchRegressorBase
+from ._memory import RetrievalMixin
 from .nn import MetaNeighborhoodsNet
 
 # The dictionary and inner-loop parameters shared by both estimators.
@@ -20,14 +21,12 @@ _CONSTRAINTS = {
     "inner_lr": [StrOptions({"scalar", "diagonal"})],
     "inner_lr_init": [Interval(Real, None, None, closed="neither")],
     "first_order": ["boolean"],
-    "n_neighbors": [Interval(Integral, 1, None, closed="left"), None],
-    "index": [StrOptions({"auto", "exact", "approximate", "faiss"})],
-    "index_params": [dict, None],
+    "n_neighbors": [Interval(Integral, 1, None, closed="left"), None],  # no "auto": entries, not a memory
     "head_layer_sizes": ["array-like"],
 }
 
 
-class _MetaNeighborhoodsMixin:
+class _MetaNeighborhoodsMixin(RetrievalMixin):
     """Retrieval of each row's nearest dictionary entries, shared by both estimators."""
 
     def _check_fit_data(self, X, y, *, first_pass, incremental):
@@ -154,7 +153,7 @@ class MetaNeighborhoodsRegressor(_MetaNeighborhoodsMixin, TorchRegressorBase):
     (2,)
     """
 
-    _parameter_constraints: dict = {**TorchRegressorBase._parameter_constraints, **_CONSTRAINTS}
+    _parameter_constraints: dict = _CONSTRAINTS
 
     def __init__(
         self,
@@ -314,11 +313,7 @@ class MetaNeighborhoodsClassifier(_MetaNeighborhoodsMixin, TorchClassifierBase):
     (2, 3)
     """
 
-    _parameter_constraints: dict = {
-        **TorchClassifierBase._parameter_constraints,
-        **_CONSTRAINTS,
-        "aux_weight": [Interval(Real, 0, None, closed="left")],
-    }
+    _parameter_constraints: dict = {**_CONSTRAINTS, "aux_weight": [Interval(Real, 0, None, closed="left")]}
     # NOTE[paper]: "we also remove the ReLU activation function after the last hidden layer".
     _embedding_final_activation = False
 

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from .persistence import register
 
+
+@register
 class ProductQuantizer:
     """Encode vectors as M bytes each; decode them to their reconstructions.
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from numbers import Integral, Real
+from numbers import Real
 
 import numpy as np
 import torch
@@ -10,19 +10,21 @@ import torch.nn.functional as F
 from sklearn.base import ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from ._base import TorchClassifierBase, _row_digests, _torch_threads
+from ._base import TorchClassifierBase, _torch_threads
+from ._memory import ExampleMemory, RetrievalMixin
 from .nn import SemiparametricNet, pairwise_sq_distances, soft_neighbor_class_estimate
 from .nn.semiparametric import resolvable_sq_distances
+from .persistence import register
 
-# "auto" n_neighbors: this many stored neighbours, or all of them when fewer are stored.
-_AUTO_NEIGHBORS = 32
 # Dense (n_neighbors=None) prediction: about this many query-memory distances at once.
 _DENSE_CHUNK_ELEMENTS = 2**24
 # Rows of the fixed probe batch on which the reliance diagnostic is measured after each epoch.
 _RELIANCE_PROBE = 256
 
 
-class SemiparametricClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin, TorchClassifierBase):
+class SemiparametricClassifier(
+    ClassNamePrefixFeaturesOutMixin, TransformerMixin, RetrievalMixin, TorchClassifierBase
+):
     """Neural network classifier with a differentiable nearest-neighbour class estimate as a feature.
 
     An embedding network maps x to v. A nearest-neighbour estimate of the class of x,
@@ -68,11 +70,7 @@ class SemiparametricClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin
         been trained on as soon as stored examples of it are retrieved (new classes arriving
         through ``partial_fit``). ``None``: the paper's model, where the head must learn how to use
         each class's estimate. See the ``semiparametric-domain`` benchmark.
-    index : {"auto", "exact", "approximate", "faiss"}, default="auto"
-        Nearest-neighbour search over the stored embeddings at prediction: exact (torch), an
-        approximate pynndescent graph, a faiss HNSW graph (extra ``sksemiparam[faiss]``), or
-        ``"auto"``: exact for small memories, a graph for large ones (see docs/neighbor-index.md).
-    .. shared:: index_params max_epochs
+    .. shared:: index index_params max_epochs
     batch_size : int, default=100
         Mini-batch size (the paper: 100 on MNIST, 1000 on CIFAR). It is also the neighbourhood size
         of the in-batch estimate during training.
@@ -90,12 +88,15 @@ class SemiparametricClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin
     index_ : NeighborIndex or None
         Search structure over the stored training embeddings (None in ``"parametric"`` mode),
         built when first needed after a ``fit``/``partial_fit``.
+    memory_ : ExampleMemory
+        The stored training examples whose embeddings give the neighbour estimate at prediction:
+        those of the last ``fit``, plus those of every ``partial_fit`` since (or those given to
+        :meth:`set_memory`). A ``partial_fit`` stores only the (x, y) pairs not stored yet, so
+        several passes over the same data keep one copy of each. Empty in ``"parametric"`` mode.
     memory_X_ : torch.Tensor of shape (n_stored, n_features) or None
-        Training examples whose embeddings give the neighbour estimate at prediction: those of the
-        last ``fit``, plus those of every ``partial_fit`` since. A ``partial_fit`` stores only the
-        (x, y) pairs not stored yet, so several passes over the same data keep one copy of each.
+        ``memory_.X``, the stored inputs (None when nothing is stored).
     memory_y_ : torch.Tensor of shape (n_stored,) or None
-        Their encoded labels (indices into ``classes_``).
+        ``memory_.y``, their encoded labels (indices into ``classes_``).
     .. shared:: n_iter_ loss_curve_ best_loss_ validation_scores_ best_validation_score_ ewc_state_
     reliance_curve_ : list of float or None
         ``"semiparametric"`` mode: after each epoch, how much the output relies on the neighbour
@@ -131,14 +132,10 @@ class SemiparametricClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin
     """
 
     _parameter_constraints: dict = {
-        **TorchClassifierBase._parameter_constraints,
         "mode": [StrOptions({"semiparametric", "parametric", "nonparametric"})],
         "tau": [Interval(Real, 0, None, closed="neither")],
-        "n_neighbors": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"}), None],
         "head_layer_sizes": ["array-like"],
         "neighbor_skip": [Interval(Real, 0, None, closed="left"), None],
-        "index": [StrOptions({"auto", "exact", "approximate", "faiss"})],
-        "index_params": [dict, None],
     }
 
     def __init__(
@@ -201,21 +198,11 @@ class SemiparametricClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin
         self.index_params = index_params
 
     # ------------------------------------------------------------------ hooks
-    def _check_fit_data(self, X, y, *, first_pass, incremental):
-        if self.mode == "parametric" or not isinstance(self.n_neighbors, Integral):
-            return
-        stored = X.shape[0]
-        if incremental and not first_pass and getattr(self, "memory_X_", None) is not None:
-            stored = self.memory_X_.shape[0] + int(self._unseen_rows(X, y).sum())
-        if self.n_neighbors > stored:
-            raise ValueError(
-                f"`n_neighbors`={self.n_neighbors} is larger than the {stored} samples stored in "
-                f"memory; pass n_neighbors <= {stored}"
-            )
+    def _stores_examples(self):
+        return self.mode != "parametric"
 
     def _build_module(self, n_features, n_outputs):
-        self.memory_X_ = None
-        self.memory_y_ = None
+        self.memory_ = self._new_memory(self.device_)
         self._index = _IndexCache(None)
         self.reliance_curve_ = [] if self.mode == "semiparametric" else None
         self._reliance_probe = None
@@ -232,7 +219,7 @@ class SemiparametricClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin
     def _loss(self, X, y, ids):
         return F.nll_loss(self.module_(X, y), y)
 
-    def _after_epoch(self, X, y):
+    def _after_epoch(self, X, y, epoch):
         if self.mode != "semiparametric":
             return
         if self._reliance_probe is None:  # fixed for the life of the model
@@ -283,41 +270,63 @@ class SemiparametricClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin
         return self._embedding_out_dim(self.n_features_in_)
 
     def _before_validation(self, X, y):
-        self._set_memory(X, y)
+        self._store(X, y, replace=True)
 
     def _on_train_end(self, X, y, *, incremental):
+        # A partial_fit stores only the examples not stored yet, so passing over the same data
+        # several times (the partial_fit idiom for epochs) does not fill the memory with copies.
+        self._store(X, y, replace=not incremental)
+
+    def _store(self, X, y, *, replace):
+        """Write (X, y) to the memory (emptied first with ``replace``); their embeddings are
+        indexed when first needed (see ``index_``)."""
         if not self.module_.uses_neighbors:
             return
-        digests = None
-        if incremental and self.memory_X_ is not None:
-            # A partial_fit stores only examples not stored yet, so passing over the same data
-            # several times (the partial_fit idiom for epochs) does not fill the memory with copies.
-            new = torch.from_numpy(self._unseen_rows(X.numpy(), y.numpy()))
-            digests = self._memory_digests | set(_row_digests(X[new].numpy(), y[new].numpy()))
-            X, y = torch.cat([self.memory_X_, X[new]]), torch.cat([self.memory_y_.cpu(), y[new]])
-        self._set_memory(X.clone(), y.clone())
-        self._digests = digests
+        self._remember(X, y, replace=replace)
+        self._index = _IndexCache(int(torch.randint(0, 2**31 - 1, (1,), generator=self._generator)))
+
+    def set_memory(self, X, y):
+        """Replace the stored examples, the neighbours consulted at prediction, with (X, y).
+
+        The network is unchanged. For example to predict a new domain from a few labelled examples
+        of it alone (the ``semiparametric-domain`` benchmark), or to index the same examples again
+        after ``set_params(index=...)``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+            Labels, all in ``classes_``.
+
+        Returns
+        -------
+        self
+        """
+        X_t = self._prepare_predict(X)
+        if self.mode == "parametric":
+            raise ValueError("mode='parametric' stores no examples: there is no memory to set")
+        if X_t.shape[0] == 0:
+            raise ValueError("`X` has 0 rows: the memory needs at least one example")
+        self._check_n_neighbors(X_t.shape[0])
+        y_t = torch.from_numpy(self._encode_known_targets(y))
+        if y_t.shape[0] != X_t.shape[0]:
+            raise ValueError(f"`X` has {X_t.shape[0]} rows but `y` has {y_t.shape[0]} labels")
+        self._store(X_t, y_t, replace=True)
+        return self
+
+    def _upgrade_state(self, state):
+        if "memory_X_" in state:  # sksemiparam 0.1 kept the memory as two tensors
+            X, y = state.pop("memory_X_"), state.pop("memory_y_")
+            state.pop("_digests", None)
+            state["memory_"] = ExampleMemory.from_inputs(X, y)
 
     @property
-    def _memory_digests(self):
-        """Digests of the stored (x, y) pairs, computed on first use."""
-        if getattr(self, "_digests", None) is None:
-            self._digests = set(_row_digests(self.memory_X_.numpy(), self.memory_y_.cpu().numpy()))
-        return self._digests
+    def memory_X_(self):
+        return self.memory_.X if len(self.memory_) else None
 
-    def _unseen_rows(self, X, y):
-        """Boolean mask of the rows of (X, y) that are not stored in memory yet."""
-        known = self._memory_digests
-        return np.array([d not in known for d in _row_digests(X, y)], dtype=bool)
-
-    def _set_memory(self, X, y):
-        """Store (X, y); their embeddings are indexed when first needed (see ``index_``)."""
-        if not self.module_.uses_neighbors:
-            return
-        self.memory_X_ = X
-        self.memory_y_ = y.to(self.device_)
-        self._digests = None
-        self._index = _IndexCache(int(torch.randint(0, 2**31 - 1, (1,), generator=self._generator)))
+    @property
+    def memory_y_(self):
+        return self.memory_.y if len(self.memory_) else None
 
     @property
     def index_(self):
@@ -328,8 +337,8 @@ class SemiparametricClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin
         after every call.
         """
         cache = self._index
-        if cache.index is None and self.memory_X_ is not None:
-            keys = self._embed_rows(self.memory_X_)
+        if cache.index is None and len(self.memory_):
+            keys = self._embed_rows(self.memory_.X)
             cache.index = self._new_index(cache.seed).build(keys)
         return cache.index
 
@@ -337,8 +346,6 @@ class SemiparametricClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin
         if self.device_ == device:
             return
         super()._to_device(device)
-        if self.memory_y_ is not None:
-            self.memory_y_ = self.memory_y_.to(device)
         if self._index.index is not None:
             self._index.index.to(device)
 
@@ -361,7 +368,7 @@ class SemiparametricClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin
                             keys.square().sum(1)[None, :],
                             v.shape[1],
                         ),
-                        self.memory_y_,
+                        self.memory_.y,
                         module.n_classes,
                         module.tau,
                     )
@@ -372,15 +379,15 @@ class SemiparametricClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin
             # NOTE[paper]: the paper's estimate at test time uses the current batch; to keep each
             # prediction independent of the rest of the predict batch, a query's neighbours are its
             # k nearest stored training embeddings instead.
-            k = _AUTO_NEIGHBORS if self.n_neighbors == "auto" else self.n_neighbors
-            k = min(k, n_stored)
+            k = self._n_neighbors(n_stored)
             # Search without gradients, then re-score the retrieved keys with autograd.
             with torch.no_grad():
                 _, ids = index.query(v.detach(), k)
-            estimate = module.memory_estimate(v, index.keys[ids], self.memory_y_[ids])
+            estimate = module.memory_estimate(v, index.keys[ids], self.memory_.y[ids])
         return module.output(v, estimate)
 
 
+@register
 class _IndexCache:
     """Holds the lazily built index of the stored embeddings and the seed to build it with.
 

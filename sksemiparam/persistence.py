@@ -24,7 +24,6 @@ True
 from __future__ import annotations
 
 import copy
-import importlib
 import json
 import math
 from typing import Any
@@ -36,19 +35,26 @@ from torch import nn
 FORMAT = "sksemiparam-safetensors"
 FORMAT_VERSION = 1
 
-# The only classes a file may ask ``load`` to create (module path, class name).
-_ALLOWED = {
-    ("sksemiparam._semiparametric", "SemiparametricClassifier"),
-    ("sksemiparam._semiparametric", "_IndexCache"),
-    ("sksemiparam._mbpa", "MbPAClassifier"),
-    ("sksemiparam._meta_neighborhoods", "MetaNeighborhoodsClassifier"),
-    ("sksemiparam._meta_neighborhoods", "MetaNeighborhoodsRegressor"),
-    ("sksemiparam._nngk", "NNGKClassifier"),
-    ("sksemiparam._impostor", "ImpostorClassifier"),
-    ("sksemiparam._index", "NeighborIndex"),
-    ("sksemiparam._pq", "ProductQuantizer"),
-    ("sksemiparam.nn.memory", "EpisodicMemory"),
-}
+# The only classes a file may ask ``load`` to create, by (module path, class name): every estimator
+# class (registered by ``TorchEstimatorBase.__init_subclass__``) and the helper classes their fitted
+# state holds (registered where they are defined, with ``register``).
+_REGISTRY: dict[tuple[str, str], type] = {}
+
+
+def register(cls: type) -> type:
+    """Let ``load`` create instances of ``cls`` (usable as a class decorator).
+
+    Estimators need not call it: subclassing ``TorchEstimatorBase`` registers them. A helper object
+    held in an estimator's fitted state (an index, a memory, a quantizer) is registered where its
+    class is defined. Only classes registered in this process can be created, so a file cannot make
+    ``load`` import a module.
+    """
+    _REGISTRY[(cls.__module__, cls.__name__)] = cls
+    return cls
+
+
+def _registered(cls: type) -> bool:
+    return _REGISTRY.get((cls.__module__, cls.__name__)) is cls
 
 
 def save(estimator, path) -> None:
@@ -72,7 +78,7 @@ def save(estimator, path) -> None:
     from . import __version__
 
     cls = type(estimator)
-    if (cls.__module__, cls.__name__) not in _ALLOWED:
+    if not _registered(cls) or not hasattr(cls, "_build_module"):
         raise TypeError(f"save() stores sksemiparam estimators; got {cls.__module__}.{cls.__name__}")
     store = _TensorStore()
     state = estimator.__getstate__()
@@ -143,9 +149,13 @@ def _check_not_newer(saved: str, installed: str, what: str) -> None:
 
 
 def _allowed_class(module_name: str, name: str):
-    if (module_name, name) not in _ALLOWED:
-        raise ValueError(f"refusing to create {module_name}.{name}: not an sksemiparam class")
-    return getattr(importlib.import_module(module_name), name)
+    cls = _REGISTRY.get((module_name, name))
+    if cls is None:
+        raise ValueError(
+            f"refusing to create {module_name}.{name}: not an sksemiparam estimator or helper class "
+            "(estimators defined in your own module are known once that module is imported)"
+        )
+    return cls
 
 
 def _rebuild_module(estimator, state_dict: dict) -> nn.Module:
@@ -206,7 +216,7 @@ def _encode(obj: Any, store: _TensorStore, path: str) -> Any:
             ]
         }
     cls = type(obj)
-    if (cls.__module__, cls.__name__) in _ALLOWED:
+    if _registered(cls):
         state = obj.__getstate__() if hasattr(obj, "__getstate__") else vars(obj)
         return {"__object__": [cls.__module__, cls.__name__], "state": _encode(state, store, path)}
     if callable(obj):

@@ -10,6 +10,7 @@ from sklearn.base import clone
 from torch import nn
 
 from sksemiparam import MbPAClassifier
+from sksemiparam._memory import row_identities
 from sksemiparam.nn import adapt_and_predict, memory_kernel_weights
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
@@ -64,8 +65,15 @@ def test_memory_never_exceeds_memory_size_over_many_partial_fits(digits):
         assert len(clf.memory_) == min(100, 30 * (i + 1))
     # The last 100 rows written are kept: the three last calls whole, and 10 rows of the one before
     # (written in shuffled order within its call).
-    kept = set(clf.memory_._ids.tolist())
-    assert set(range(510, 600)) <= kept and min(kept) >= 480
+    labels = clf._encode_known_targets(y_train[:600])
+    stored = np.concatenate(
+        [
+            clf.memory_.lookup(row_identities(X_train[s : s + 30], labels[s : s + 30])) >= 0
+            for s in range(0, 600, 30)
+        ]
+    )
+    kept = set(np.flatnonzero(stored).tolist())
+    assert set(range(510, 600)) <= kept and min(kept) >= 480 and len(kept) == 100
 
 
 def test_memory_vote_is_the_kernel_weighted_vote(fitted, digits):
@@ -77,7 +85,7 @@ def test_memory_vote_is_the_kernel_weighted_vote(fitted, digits):
     stored = clf.memory_.keys.double().numpy()
     # Keys were written during training, under an earlier f: use the stored ones.
     d = ((q[:, None, :] - stored[None]) ** 2).sum(-1)
-    labels = clf.memory_.values.numpy()
+    labels = clf.memory_.y.numpy()
     expected = np.zeros((10, 10))
     for i in range(10):
         nearest = np.argsort(d[i])[:5]

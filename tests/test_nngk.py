@@ -162,11 +162,11 @@ def test_partial_fit_passes_over_stored_rows_add_no_copies(estimator, digits, mo
     assert clf.centers_X_.shape[0] == 100 + 20 + 10  # rows 100-119, and rows 0-9 under new labels
     np.testing.assert_array_equal(clf.centers_X_[100:120].numpy(), X_train[100:120])
     np.testing.assert_array_equal(clf.centers_y_[120:].cpu().numpy(), relabelled)
-    # The digests are a cache: not saved, rebuilt from the stored rows, same result.
+    # The identity -> centre lookup is a cache: not saved, rebuilt from the stored identities.
     import pickle
 
     loaded = pickle.loads(pickle.dumps(clf))
-    assert loaded._center_digests is None
+    assert loaded.memory_._slot_of is None
     for model in (clf, loaded):
         model.partial_fit(X_train[:130], y_train[:130])
     assert loaded.centers_X_.shape[0] == clf.centers_X_.shape[0] == 130 + 10

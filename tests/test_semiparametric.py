@@ -164,7 +164,7 @@ def test_approximate_index_agrees_with_exact(digits):
     # Same network, different search structure over the same stored embeddings.
     approx.__setstate__(exact.__getstate__())
     approx.set_params(index="approximate")
-    approx._set_memory(exact.memory_X_, exact.memory_y_)
+    approx.set_memory(X_train, y_train)  # the same examples, indexed anew
     assert approx.index_.backend_ == "approximate" and exact.index_.backend_ == "exact"
     agreement = np.mean(exact.predict(X_test) == approx.predict(X_test))
     assert agreement > 0.98

@@ -9,7 +9,6 @@ from .kernels import (
     soft_neighbor_class_estimate,
 )
 from .mbpa import MbPANet, adapt_and_predict, memory_kernel_weights, memory_vote
-from .memory import EpisodicMemory
 from .meta_neighborhoods import CosineLinear, MetaNeighborhoodsNet, dictionary_attention
 from .nngk import KernelVoteNet, gaussian_kernel_log_weights, kernel_vote_log_proba
 from .semiparametric import SemiparametricNet
@@ -17,7 +16,6 @@ from .semiparametric import SemiparametricNet
 __all__ = [
     "ConvEmbedding",
     "CosineLinear",
-    "EpisodicMemory",
     "KernelVoteNet",
     "MLPEmbedding",
     "MbPANet",

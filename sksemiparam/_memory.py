@@ -1,0 +1,436 @@
+"""The stored examples of a retrieval estimator, and the parameters that retrieve from them.
+
+``ExampleMemory`` holds what every retrieval estimator stores: the labels of its examples, and their
+inputs (SemiparametricClassifier, NNGK and the Impostor Network embed them again as the network
+learns) or keys written once (MbPA's embeddings of the moment), all on the estimator's device. It
+recognises an example it already holds, so that ``partial_fit`` over rows seen before adds no copies,
+keeps at most ``capacity`` entries (the oldest written are evicted first), counts what a call would
+leave stored (for the "k larger than what is stored" check), and pickles to CPU tensors.
+
+``RetrievalMixin`` declares the parameters that search such a memory (``n_neighbors`` with its
+``"auto"``, ``index``, ``index_params``), their constraints, the index they make and the check that
+``n_neighbors`` does not exceed what is stored.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from numbers import Integral
+
+import numpy as np
+import torch
+from sklearn.utils._param_validation import Interval, StrOptions
+
+from ._index import index_from_params
+from .persistence import register
+
+__all__ = ["AUTO_NEIGHBORS", "ExampleMemory", "RetrievalMixin", "row_identities"]
+
+# n_neighbors="auto": this many stored examples per query, or all of them while fewer are stored.
+AUTO_NEIGHBORS = 32
+# Bytes of an example's identity: a 128-bit digest of its (row, label) pair, then a 32-bit count of
+# the equal pairs before it in the same call.
+_IDENTITY_BYTES = 20
+
+
+def row_identities(X, y) -> list[bytes]:
+    """The identity of each (row of X, label) pair, as ``ExampleMemory`` stores it.
+
+    A 128-bit digest of the row's float32 bytes and its label, followed by the pair's occurrence
+    number within this call: the first copy of a pair is occurrence 0, a second equal pair in the
+    same data occurrence 1, and so on. So rows repeated within one ``fit`` stay separate entries, as
+    the data gave them, while a later call over the same rows finds each of them stored.
+
+    Parameters
+    ----------
+    X : array-like or Tensor of shape (n, d)
+    y : array-like or Tensor of shape (n,), integer labels
+
+    Returns
+    -------
+    list of n bytes objects of length 20
+    """
+    X = np.ascontiguousarray(_numpy(X), dtype=np.float32)
+    y = np.ascontiguousarray(_numpy(y), dtype=np.int64)
+    seen: dict[bytes, int] = {}
+    out = []
+    for row, label in zip(X, y):
+        digest = hashlib.blake2b(row.tobytes() + label.tobytes(), digest_size=16).digest()
+        occurrence = seen.get(digest, 0)
+        seen[digest] = occurrence + 1
+        out.append(digest + occurrence.to_bytes(4, "little"))
+    return out
+
+
+def _numpy(a):
+    return a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
+
+
+@register
+class ExampleMemory:
+    """Labels, and inputs or keys, of stored examples; each example once.
+
+    Entries are written in batches with their identities (``row_identities``). Writing an identity
+    already stored overwrites its entry in place (a key written again in a later epoch replaces the
+    old one); a new identity takes a new slot. With a ``capacity``, storage is a ring: once full,
+    each new entry replaces the oldest written. Storage grows geometrically, so a write costs its own
+    size, not the memory's. Entry ids (what a ``NeighborIndex`` over the entries returns) are slots:
+    ``X[i]``, ``y[i]`` and ``keys[i]`` belong to one example.
+
+    Parameters
+    ----------
+    capacity : int or None, default=None
+        Most entries kept; None keeps every example written.
+    store_inputs : bool, default=True
+        Keep each example's input row (``X``). MbPA keeps only keys.
+    device : torch.device or str, default="cpu"
+        Where the labels, inputs and keys live.
+
+    Attributes
+    ----------
+    X : Tensor (len, d) or None
+        Stored inputs, in slot order (None without ``store_inputs`` or before the first write).
+    y : Tensor (len,)
+        Stored labels.
+    keys : Tensor (len, e) or None
+        Stored keys, where written.
+    """
+
+    def __init__(self, *, capacity: int | None = None, store_inputs: bool = True, device="cpu") -> None:
+        if capacity is not None and (
+            isinstance(capacity, bool) or not isinstance(capacity, Integral) or capacity < 1
+        ):
+            raise ValueError(f"`capacity` must be a positive integer or None, got {capacity!r}")
+        self.capacity = capacity
+        self.store_inputs = store_inputs
+        self.device = torch.device(device)
+        self._X: torch.Tensor | None = None
+        self._y: torch.Tensor | None = None
+        self._keys: torch.Tensor | None = None
+        self._ids: list = []  # identity of each allocated slot (None: free)
+        self._size = 0
+        self._next = 0  # next slot to overwrite once the ring is full
+        self._slot_of: dict[bytes, int] | None = {}  # identity -> slot; a cache, rebuilt from _ids
+
+    # ------------------------------------------------------------------ reading
+    def __len__(self) -> int:
+        return self._size
+
+    @property
+    def X(self) -> torch.Tensor | None:
+        return None if self._X is None else self._X[: self._size]
+
+    @property
+    def y(self) -> torch.Tensor:
+        if self._y is None:
+            return torch.empty(0, dtype=torch.long, device=self.device)
+        return self._y[: self._size]
+
+    @property
+    def keys(self) -> torch.Tensor | None:
+        return None if self._keys is None else self._keys[: self._size]
+
+    def _slots(self) -> dict[bytes, int]:
+        if self._slot_of is None:
+            self._slot_of = {ident: slot for slot, ident in enumerate(self._ids[: self._size])}
+        return self._slot_of
+
+    def lookup(self, identities) -> np.ndarray:
+        """The slot of each identity, -1 where it is not stored."""
+        slots = self._slots()
+        return np.fromiter((slots.get(i, -1) for i in identities), dtype=np.int64, count=len(identities))
+
+    def size_after(self, identities) -> int:
+        """How many entries the memory would hold after writing ``identities`` (nothing is written)."""
+        new = len(set(identities).difference(self._slots()))
+        total = self._size + new
+        return total if self.capacity is None else min(total, self.capacity)
+
+    # ------------------------------------------------------------------ writing
+    def clear(self) -> ExampleMemory:
+        """Forget every entry (storage is released)."""
+        self._X = self._y = self._keys = None
+        self._ids, self._size, self._next, self._slot_of = [], 0, 0, {}
+        return self
+
+    def write(self, identities, y: torch.Tensor, *, X=None, keys=None) -> np.ndarray:
+        """Write entries; returns the slot of each (-1 for one dropped because it did not fit).
+
+        ``identities`` (n,) from ``row_identities``; ``y`` (n,) labels; ``X`` (n, d) inputs (required
+        with ``store_inputs``); ``keys`` (n, e), optional (once a memory holds keys, every write
+        brings them). An identity already stored overwrites its entry; new ones take new slots, and
+        when more new ones come than ``capacity`` holds, only the last ``capacity`` are kept.
+        """
+        n = len(identities)
+        y = y.detach()
+        if y.shape != (n,):
+            raise ValueError(f"expected {n} labels, got shape {tuple(y.shape)}")
+        if self.store_inputs and X is None:
+            raise ValueError("this memory stores inputs: pass X")
+        X = None if X is None or not self.store_inputs else X.detach()
+        keys = None if keys is None else keys.detach()
+        for name, t in (("X", X), ("keys", keys)):
+            if t is not None and (t.ndim != 2 or t.shape[0] != n):
+                raise ValueError(f"expected `{name}` of shape ({n}, d), got {tuple(t.shape)}")
+        self._allocate_like(X, y, keys)
+        out = np.full(n, -1, dtype=np.int64)
+        if n == 0:
+            return out
+        slots = self.lookup(identities)
+        present = np.flatnonzero(slots >= 0)
+        if present.size:  # examples stored already: their entries are overwritten in place
+            self._put(slots[present], present, X, y, keys)
+            out[present] = slots[present]
+        absent = np.flatnonzero(slots < 0)
+        if self.capacity is not None and absent.size > self.capacity:
+            absent = absent[-self.capacity :]
+        if absent.size:
+            out[absent] = self._append(absent, [identities[i] for i in absent], X, y, keys)
+        return out
+
+    def remove(self, keep) -> np.ndarray:
+        """Keep only the entries where the boolean mask ``keep`` (len,) is True, in order.
+
+        Returns the new slot of each old one (-1 for a removed entry). The storage is compacted, so a
+        ring (``capacity``) starts again from its first slot.
+        """
+        keep = np.asarray(_numpy(keep), dtype=bool)
+        if keep.shape != (self._size,):
+            raise ValueError(f"`keep` must be a boolean mask of shape ({self._size},), got {keep.shape}")
+        new_slot = np.cumsum(keep) - 1
+        new_slot[~keep] = -1
+        rows = torch.from_numpy(np.flatnonzero(keep)).to(self.device)
+        self._X = None if self._X is None else self.X[rows]
+        self._y = self.y[rows]
+        self._keys = None if self._keys is None else self.keys[rows]
+        self._ids = [ident for ident, kept in zip(self._ids[: self._size], keep) if kept]
+        self._size, self._next, self._slot_of = len(self._ids), 0, None
+        return new_slot
+
+    def _allocate_like(self, X, y, keys) -> None:
+        """Empty storage of the right widths and dtypes, before the first write."""
+        if self._y is None:
+            self._y = torch.empty(0, dtype=y.dtype, device=self.device)
+        if X is not None and self._X is None:
+            self._X = X.new_empty((self._y.shape[0], X.shape[1]), device=self.device)
+        if keys is not None and self._keys is None:
+            self._keys = keys.new_empty((self._y.shape[0], keys.shape[1]), device=self.device)
+        for name, new, stored in (("X", X, self._X), ("keys", keys, self._keys)):
+            if new is not None and new.shape[1] != stored.shape[1]:
+                raise ValueError(
+                    f"`{name}` has {new.shape[1]} columns but the memory stores {stored.shape[1]}"
+                )
+
+    def _put(self, slots: np.ndarray, rows: np.ndarray, X, y, keys) -> None:
+        where, rows = _on(self.device, slots), _on(y.device, rows)
+        self._y[where] = y[rows].to(self.device, self._y.dtype)
+        if X is not None and self._X is not None:
+            self._X[where] = X[rows.to(X.device)].to(self.device, self._X.dtype)
+        if keys is not None and self._keys is not None:
+            self._keys[where] = keys[rows.to(keys.device)].to(self.device, self._keys.dtype)
+
+    def _append(self, rows: np.ndarray, identities: list, X, y, keys) -> np.ndarray:
+        n = rows.shape[0]
+        allocated = self._y.shape[0]
+        if self._size + n > allocated and (self.capacity is None or allocated < self.capacity):
+            new = max(self._size + n, 2 * allocated, 64)
+            if self.capacity is not None:
+                new = min(new, self.capacity)
+            self._grow(new - allocated)
+        # Free slots first, then the oldest entries of the full ring.
+        ring = self._y.shape[0]
+        free = min(n, ring - self._size)
+        reused = (self._next + np.arange(n - free, dtype=np.int64)) % ring
+        slots = np.concatenate([np.arange(self._size, self._size + free, dtype=np.int64), reused])
+        self._size += free
+        self._next = (self._next + n - free) % ring
+        index = self._slots()
+        for slot, ident in zip(slots, identities):
+            old = self._ids[slot]
+            if old is not None and index.get(old) == slot:
+                del index[old]
+            self._ids[slot] = ident
+            index[ident] = int(slot)
+        self._put(slots, rows, X, y, keys)
+        return slots
+
+    def _grow(self, extra: int) -> None:
+        self._y = torch.cat([self._y, self._y.new_empty((extra,))])
+        if self._X is not None:
+            self._X = torch.cat([self._X, self._X.new_empty((extra, self._X.shape[1]))])
+        if self._keys is not None:
+            self._keys = torch.cat([self._keys, self._keys.new_empty((extra, self._keys.shape[1]))])
+        self._ids.extend([None] * extra)
+
+    # ------------------------------------------------------- devices, copies, pickles
+    def to(self, device) -> ExampleMemory:
+        """Move the stored tensors to ``device``."""
+        self.device = torch.device(device)
+        for name in ("_X", "_y", "_keys"):
+            t = getattr(self, name)
+            if t is not None:
+                setattr(self, name, t.to(self.device))
+        return self
+
+    def __deepcopy__(self, memo):
+        """A copy that shares what later writes never change in place.
+
+        Used by the estimators' snapshot before a ``fit``/``partial_fit`` call, taken at every call:
+        copying every stored row each time would make a stream of calls quadratic. Writes only
+        overwrite slots below ``len`` in place when an entry is written again (keys) or evicted (a
+        full ring), so inputs and labels are shared unless the memory has a ``capacity``, and keys
+        are copied. Slots at or above ``len`` may be filled in place by the original later; the
+        copy never reads them.
+        """
+        new = copy.copy(self)
+        memo[id(self)] = new
+        ring = self.capacity is not None
+        for name in ("_X", "_y", "_keys"):
+            t = getattr(self, name)
+            if t is not None and (ring or name == "_keys"):
+                setattr(new, name, t.clone())
+        new._ids = list(self._ids)
+        new._slot_of = None  # rebuilt on first use
+        return new
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_slot_of"] = None
+        state["device"] = str(self.device)
+        for name in ("_X", "_y", "_keys"):
+            t = state[name]
+            if t is not None:
+                state[name] = t[: self._size].detach().cpu()
+        ids = self._ids[: self._size]
+        state["_ids"] = np.frombuffer(b"".join(ids), dtype=np.uint8).reshape(len(ids), _IDENTITY_BYTES)
+        return state
+
+    def __setstate__(self, state):
+        state = dict(state)
+        ids = state["_ids"]
+        if isinstance(ids, np.ndarray):
+            state["_ids"] = [row.tobytes() for row in ids]
+        state["device"] = torch.device("cpu") if state["_y"] is None else state["_y"].device
+        state["_slot_of"] = None
+        self.__dict__.update(state)
+
+    @classmethod
+    def from_inputs(cls, X, y) -> ExampleMemory:
+        """A memory holding the examples (X, y) on X's device; empty when X is None. For fitted
+        state saved by sksemiparam 0.1, which kept the stored inputs and labels as two tensors."""
+        memory = cls(device="cpu" if X is None else X.device)
+        if X is not None:
+            memory.write(row_identities(X, y), y, X=X)
+        return memory
+
+    @classmethod
+    def from_episodic_state(cls, state: dict) -> ExampleMemory:
+        """A memory holding the entries of an sksemiparam 0.1 ``EpisodicMemory`` (MbPA's keys and
+        labels, in the same slots). It kept no rows, so its entries get identities no row has: a
+        row written again after loading is a new entry."""
+        memory = cls(capacity=state["capacity"], store_inputs=False)
+        size = state["_size"]
+        if state.get("_keys") is not None:
+            memory._keys = state["_keys"][:size].clone()
+            memory._y = state["_values"][:size].clone()
+            memory.device = memory._y.device
+            memory._ids = [b"\xff" * 16 + slot.to_bytes(4, "little") for slot in range(size)]
+            memory._size = size
+            memory._next = state["_next"] if size == state["_keys"].shape[0] else 0
+            memory._slot_of = None
+        return memory
+
+    def __repr__(self) -> str:
+        return f"ExampleMemory(capacity={self.capacity}, entries={self._size})"
+
+
+def _on(device: torch.device, index: np.ndarray) -> torch.Tensor:
+    """A host index array as a tensor on ``device``; the copy does not wait for the device."""
+    return torch.from_numpy(np.ascontiguousarray(index)).to(device, non_blocking=True)
+
+
+class RetrievalMixin:
+    """What an estimator that retrieves stored examples shares: parameters, memory and index.
+
+    ``n_neighbors`` (an int, ``"auto"``, or None for every stored example), ``index`` and
+    ``index_params``, with their constraints (merged into the estimator's by ``TorchEstimatorBase``)
+    and their shared docstring entries (``.. shared:: n_neighbors index index_params``). Before a
+    call changes anything, ``index_params`` is checked (``_check_params``) and so is an int
+    ``n_neighbors`` against the examples the memory will hold after the call (``_check_fit_data``).
+    The fitted memory is ``memory_`` (made by ``_new_memory``, filled with ``_remember``), the
+    search structure ``index_``; both move with the model (``_to_device``).
+    """
+
+    # Does a warm-started fit keep writing into the memory (MbPA) rather than replace it?
+    _warm_fit_keeps_memory = False
+
+    _parameter_constraints: dict = {
+        "n_neighbors": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"}), None],
+        "index": [StrOptions({"auto", "exact", "approximate", "faiss"})],
+        "index_params": [dict, None],
+    }
+
+    def _check_params(self) -> None:
+        super()._check_params()
+        self._new_index(None)  # index_params: a ValueError naming the key, before anything changes
+
+    def _new_index(self, random_state):
+        """An empty ``NeighborIndex`` of the estimator's ``index`` and ``index_params``."""
+        return index_from_params(self.index, self.index_params, random_state)
+
+    # How the error of _check_n_neighbors names what is stored.
+    _stored_name = "samples stored in memory"
+
+    def _check_n_neighbors(self, stored: int) -> None:
+        """A ValueError naming ``n_neighbors`` when an int exceeds ``stored``, the examples the
+        memory will hold (``ExampleMemory.size_after``), checked before a call changes anything."""
+        k = self.n_neighbors
+        if isinstance(k, Integral) and not isinstance(k, bool) and k > stored:
+            raise ValueError(
+                f"`n_neighbors`={k} is larger than the {stored} {self._stored_name}; "
+                f"pass n_neighbors <= {stored}"
+            )
+
+    def _stores_examples(self) -> bool:
+        """Does this configuration keep a memory of examples? (SemiparametricClassifier's
+        parametric mode does not.)"""
+        return True
+
+    def _new_memory(self, device) -> ExampleMemory:
+        """An empty memory for the examples of a new fit."""
+        return ExampleMemory(device=device)
+
+    def _check_fit_data(self, X, y, *, first_pass, incremental):
+        super()._check_fit_data(X, y, first_pass=first_pass, incremental=incremental)
+        if not isinstance(self.n_neighbors, Integral) or not self._stores_examples():
+            return  # nothing to check, nor rows to hash
+        keeps = not first_pass and (incremental or self._warm_fit_keeps_memory)
+        memory = self.memory_ if keeps else self._new_memory("cpu")
+        if len(memory) == 0:  # every row is a new entry
+            stored = X.shape[0] if memory.capacity is None else min(X.shape[0], memory.capacity)
+        else:
+            stored = memory.size_after(row_identities(X, y))
+        self._check_n_neighbors(stored)
+
+    def _remember(self, X, y, *, replace: bool) -> np.ndarray:
+        """Write the rows (X, y) to ``memory_``, a new memory with ``replace``; the slot of each
+        row (a row stored by an earlier call keeps its slot)."""
+        if replace:
+            self.memory_ = self._new_memory(self.device_)
+        return self.memory_.write(row_identities(X, y), y, X=X)
+
+    def _to_device(self, device):
+        if self.device_ == device:
+            return
+        super()._to_device(device)
+        self.memory_.to(device)
+        index = self.__dict__.get("index_")  # not a property: one that builds lazily stays unbuilt
+        if index is not None:
+            index.to(device)
+
+    def _n_neighbors(self, n_stored: int) -> int:
+        """Examples retrieved per query from ``n_stored``: ``"auto"`` is ``AUTO_NEIGHBORS`` (or all
+        while fewer are stored), None all of them, an int itself (capped at ``n_stored``)."""
+        k = {"auto": AUTO_NEIGHBORS, None: n_stored}.get(self.n_neighbors, self.n_neighbors)
+        return min(k, n_stored)
