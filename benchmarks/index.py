@@ -52,7 +52,7 @@ def _recall(approx_ids: torch.Tensor, true_ids: torch.Tensor) -> tuple[float, fl
 
 def _warm_up(centres: np.ndarray, rng: np.random.Generator, warmup_keys: int = WARMUP_KEYS) -> float:
     """Seconds of numba compilation: a first approximate build+query minus an identical second one."""
-    from sksemiparam._index import NeighborIndex
+    from sksemiparam.index import NeighborIndex
 
     keys = _mixture(warmup_keys, centres, rng)
     queries = _mixture(WARMUP_QUERIES, centres, rng)
@@ -76,7 +76,7 @@ def run(quick: bool, data_dir: str | None) -> dict[str, Any]:
         ``summary``: JIT time, minimum approximate recall, the measured crossover
         and the speed-up at the largest size.
     """
-    from sksemiparam._index import AUTO_THRESHOLD, NeighborIndex
+    from sksemiparam.index import AUTO_THRESHOLD, NeighborIndex
 
     sizes = QUICK_SIZES if quick else SIZES
     rng = np.random.default_rng(SEED)

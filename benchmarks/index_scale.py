@@ -62,7 +62,7 @@ def _faiss_available() -> bool:
 
 def _warm_up(centres: np.ndarray, rng: np.random.Generator) -> float:
     """Seconds of numba compilation (as in the ``index`` benchmark), then faiss imported untimed."""
-    from sksemiparam._index import NeighborIndex
+    from sksemiparam.index import NeighborIndex
 
     jit = _index_warm_up(centres, rng, WARMUP_KEYS)
     if _faiss_available():  # its import (a second or so) is not part of the first faiss build either
@@ -71,7 +71,7 @@ def _warm_up(centres: np.ndarray, rng: np.random.Generator) -> float:
 
 
 def _measure(name: str, n: int, all_keys, queries, truth, truth_after_add) -> tuple[dict[str, Any], Any, Any]:
-    from sksemiparam._index import NeighborIndex
+    from sksemiparam.index import NeighborIndex
 
     keys = all_keys[:n]
     added = all_keys[n : n + int(ADD_FRACTION * n)]
@@ -122,8 +122,8 @@ SCENARIOS = {
 def _auto_rules() -> dict[str, Any]:
     """n -> the backend picked, for the library's "auto" rule (exact or pynndescent, whatever is
     installed) and for the alternative it was weighed against: faiss between FAISS_FROM keys and
-    AUTO_THRESHOLD (not adopted: faiss's HNSW build is not reproducible; see sksemiparam/_index.py)."""
-    from sksemiparam._index import AUTO_THRESHOLD
+    AUTO_THRESHOLD (not adopted: faiss's HNSW build is not reproducible; see docs/neighbor-index.md)."""
+    from sksemiparam.index import AUTO_THRESHOLD
 
     return {
         "auto": lambda n: "exact" if n < AUTO_THRESHOLD else "approximate",
@@ -244,7 +244,7 @@ def run(quick: bool, data_dir: str | None) -> dict[str, Any]:
 def summarize(rows: list[dict[str, Any]], jit_seconds: float) -> dict[str, Any]:
     """The summary of ``rows``; separate from ``run`` so that a saved report's auto check can be
     recomputed against a changed rule without timing everything again."""
-    from sksemiparam._index import AUTO_THRESHOLD, NeighborIndex
+    from sksemiparam.index import AUTO_THRESHOLD, NeighborIndex
 
     sizes = sorted({r["n"] for r in rows})
     largest = max(sizes)

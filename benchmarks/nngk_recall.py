@@ -32,7 +32,7 @@ def _embed(fn, X: np.ndarray) -> torch.Tensor:
 
 def recall_at(queries: torch.Tensor, keys: torch.Tensor, q_labels, k_labels, ks=KS) -> dict[int, float]:
     """Fraction of queries with a same-class key among their K nearest, for each K."""
-    from sksemiparam._index import NeighborIndex
+    from sksemiparam.index import NeighborIndex
 
     _, ids = NeighborIndex("exact").build(keys).query(queries, max(ks))
     hit = torch.from_numpy(np.asarray(k_labels))[ids] == torch.from_numpy(np.asarray(q_labels))[:, None]

@@ -55,7 +55,12 @@ def _rss_mb(trim: bool = False) -> float:
 
 
 def _stored_mb(est) -> float:
-    """Bytes of every tensor the estimator holds (examples, embeddings, network, optimizer)."""
+    """Bytes of every tensor the estimator holds (examples, embeddings, network, optimizer).
+
+    Measured from outside, by walking the estimator's attributes (``vars``, whatever their names)
+    down through dicts, lists, torch modules, optimizers (their ``state_dict()["state"]``: Adam's
+    moments) and sksemiparam's own objects, and counting each tensor reached once.
+    """
     import torch
 
     seen: set[int] = set()
@@ -77,12 +82,12 @@ def _stored_mb(est) -> float:
         elif isinstance(obj, (list, tuple)):
             for v in obj:
                 visit(v, depth + 1)
+        elif isinstance(obj, torch.optim.Optimizer):
+            visit(obj.state_dict()["state"], depth + 1)
         elif hasattr(obj, "__dict__") and type(obj).__module__.startswith("sksemiparam"):
             visit(vars(obj), depth + 1)
 
     visit(vars(est))
-    if getattr(est, "_optimizer", None) is not None:
-        visit(est._optimizer.state_dict()["state"])
     return total / 2**20
 
 

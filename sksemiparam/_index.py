@@ -89,7 +89,7 @@ class NeighborIndex:
         Storage of the keys. ``"float16"`` halves their memory; queries are still compared in
         float32 (exact search re-scores in float64), but against keys rounded to 11 significant
         bits (relative error <= 2**-11 per coordinate), so near-ties among neighbours may swap and
-        distances carry that rounding. Keys must lie within float16's range (|x| <= 65504). The
+        distances carry that rounding. Keys must lie within float16's range (``|x| <= 65504``). The
         faiss backend then stores float16 vectors too (``IndexHNSWSQ``); pynndescent always keeps
         its own float32 copy, so with it float16 saves nothing.
     graph_degree : int, default=30

@@ -406,3 +406,15 @@ def test_bad_index_params_are_named_and_leave_a_fitted_estimator_alone(params, e
     np.testing.assert_array_equal(model.predict_proba(X), before)
     with pytest.raises(ValueError, match="The 'index_params' parameter of NNGKClassifier must be"):
         NNGKClassifier(index_params="exact").fit(X, y)
+
+
+def test_public_module_is_the_index_the_estimators_use():
+    import sksemiparam
+    import sksemiparam._index as private
+    import sksemiparam.index as public
+
+    assert public.NeighborIndex is private.NeighborIndex
+    assert public.AUTO_THRESHOLD == private.AUTO_THRESHOLD
+    assert sorted(public.__all__) == ["AUTO_THRESHOLD", "NeighborIndex"]
+    # Public, but not re-exported from the package: __init__ holds the estimators only.
+    assert "NeighborIndex" not in sksemiparam.__all__
