@@ -113,7 +113,7 @@ def _select(clf, mode: str, X_val: np.ndarray, y_val: np.ndarray) -> tuple[dict[
 
 def _evaluate(clf, data, *, dataset: str, seed: int, epochs: float, rows_seen: int) -> list[dict[str, Any]]:
     X_val, y_val, X_test, y_test = data
-    n_new_entries = int((clf.memory_.values >= len(OLD_CLASSES)).sum())
+    n_new_entries = int((clf.memory_.y >= len(OLD_CLASSES)).sum())
     rows = []
     for mode in MODES:
         start = time.perf_counter()

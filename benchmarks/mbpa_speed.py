@@ -27,7 +27,7 @@ def _loop_predict(clf, X: torch.Tensor) -> torch.Tensor:
     module = clf.module_
     q = module.embed(X)
     _, ids = clf.index_.query(q, K)
-    keys, labels = clf.memory_.keys[ids], clf.memory_.values[ids]
+    keys, labels = clf.memory_.keys[ids], clf.memory_.y[ids]
     weights = memory_kernel_weights((q[:, None, :] - keys).square().sum(-1), EPSILON)
     theta0 = [p.detach() for p in module.head.parameters()]
     out = []

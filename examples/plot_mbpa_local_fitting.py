@@ -121,7 +121,7 @@ def local_model(query, points):
     """The query's neighbours, their weights, and P(y = 1) of its adapted output layer at ``points``."""
     q = torch.tensor([[query]])
     _, ids = clf.index_.query(q, clf.n_neighbors)
-    keys, labels = clf.memory_.keys[ids[0]], clf.memory_.values[ids[0]]
+    keys, labels = clf.memory_.keys[ids[0]], clf.memory_.y[ids[0]]
     weights = memory_kernel_weights((keys - q).square().sum(1)[None], clf.kernel_epsilon)[0]
     n = points.shape[0]
     log_p = adapt_and_predict(
@@ -138,7 +138,7 @@ def local_model(query, points):
 
 
 queries = (-1.6, -0.5, 2.4)
-memory_x, memory_y = clf.memory_.keys[:, 0].numpy(), clf.memory_.values.numpy()
+memory_x, memory_y = clf.memory_.keys[:, 0].numpy(), clf.memory_.y.numpy()
 jitter = np.random.default_rng(1).uniform(-0.03, 0.03, len(memory_y))
 
 fig = plt.figure(figsize=(13, 8), constrained_layout=True)
