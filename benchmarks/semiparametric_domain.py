@@ -70,12 +70,11 @@ def _second_domain_memory_scores(model, X, y, X_test, y_test):
     examples serve as neighbours at validation; if they are the second domain's training batch,
     this is its protocol. The estimator itself consults every stored example (the first domain's
     thousands and the k per class), so this variant is measured on a copy whose memory is
-    replaced (a private method: not something the library offers).
+    replaced by ``set_memory``.
     """
     if model.mode == "parametric":
         return {}
-    probe = copy.deepcopy(model)
-    probe._set_memory(torch.from_numpy(X), torch.from_numpy(probe._encode_known_targets(y)))
+    probe = copy.deepcopy(model).set_memory(X, y)
     if np.isin(y, OLD).any():
         scores = _scores(probe, X_test, y_test)
         return {"new_memory2": scores["new"], "all_memory2": scores["all"]}
@@ -125,7 +124,6 @@ def _task(
         variants = {mode: {"mode": mode} for mode in MODES}
     import warnings
 
-    import torch
     from sklearn.exceptions import ConvergenceWarning
 
     from sksemiparam import SemiparametricClassifier

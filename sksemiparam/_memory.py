@@ -303,14 +303,15 @@ class ExampleMemory:
             if t is not None:
                 state[name] = t[: self._size].detach().cpu()
         ids = self._ids[: self._size]
-        state["_ids"] = np.frombuffer(b"".join(ids), dtype=np.uint8).reshape(len(ids), _IDENTITY_BYTES)
+        # As int32 words rather than bytes: a model file's uint8 arrays would look like pickled blobs.
+        state["_ids"] = np.frombuffer(b"".join(ids), dtype="<i4").reshape(len(ids), _IDENTITY_BYTES // 4)
         return state
 
     def __setstate__(self, state):
         state = dict(state)
         ids = state["_ids"]
         if isinstance(ids, np.ndarray):
-            state["_ids"] = [row.tobytes() for row in ids]
+            state["_ids"] = [row.astype("<i4").tobytes() for row in ids]
         state["device"] = torch.device("cpu") if state["_y"] is None else state["_y"].device
         state["_slot_of"] = None
         self.__dict__.update(state)

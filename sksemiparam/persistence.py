@@ -5,8 +5,9 @@ names, so a model file from a stranger is a program from a stranger. ``save`` wr
 ``.safetensors`` file: every tensor and numeric array in the safetensors format (raw bytes with a
 shape and a dtype) and everything else (hyperparameters, labels, counters, the structure of the
 fitted state) as JSON in the file's metadata. ``load`` rebuilds the estimator from that description
-and can only create the objects this module lists (the library's estimators and their own helper
-classes, numpy arrays and torch tensors): a file cannot make it run anything else.
+and can only create the classes registered with this module (every estimator class, registered
+when it is defined, and the helper classes their fitted state holds), numpy arrays and torch
+tensors: a file cannot make it import a module or run anything else.
 
 Examples
 --------
@@ -152,8 +153,9 @@ def _allowed_class(module_name: str, name: str):
     cls = _REGISTRY.get((module_name, name))
     if cls is None:
         raise ValueError(
-            f"refusing to create {module_name}.{name}: not an sksemiparam estimator or helper class "
-            "(estimators defined in your own module are known once that module is imported)"
+            f"refusing to create {module_name}.{name}: not an sksemiparam class (an estimator, or a "
+            "helper class registered with sksemiparam.persistence.register; an estimator defined in "
+            "your own module is known once that module is imported)"
         )
     return cls
 

@@ -22,9 +22,6 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 # The benchmarks' own modules, whose private helpers a benchmark may use.
 OWN_MODULES = {"_common", "_images"}
 OWN_OBJECTS = {"self", "cls"} | OWN_MODULES
-# semiparametric_domain.py and semiparametric_domain_skip.py call estimator internals that a
-# refactor of the estimators is moving; they are checked once that refactor gives them a public way.
-EXCLUDED = {"semiparametric_domain.py", "semiparametric_domain_skip.py"}
 
 
 def _private(name: str) -> bool:
@@ -66,18 +63,13 @@ def private_uses(source: str) -> list[str]:
 
 
 def benchmark_files():
-    return sorted(p for p in BENCHMARKS.glob("*.py") if p.name not in EXCLUDED)
+    return sorted(BENCHMARKS.glob("*.py"))
 
 
 @pytest.mark.parametrize("path", benchmark_files(), ids=lambda p: p.name)
 def test_benchmark_uses_public_api_only(path):
     uses = private_uses(path.read_text())
     assert not uses, f"{path.name} uses private sksemiparam names:\n" + "\n".join(uses)
-
-
-def test_excluded_benchmarks_exist():
-    # An exclusion outliving its file would silently excuse a new file of the same name.
-    assert all((BENCHMARKS / name).is_file() for name in EXCLUDED)
 
 
 @pytest.mark.parametrize(

@@ -196,3 +196,55 @@ def test_the_centre_penalty_anchors_earlier_examples_during_partial_fit(digits):
             clf.partial_fit(X_train[new], y_train[new])
         scores[reg] = clf.score(X_test[y_test < 5], y_test[y_test < 5])
     assert scores[1.0] > scores[0.0] + 0.1
+
+
+def _continual_model(digits, **params):
+    X_train, _, y_train, _ = digits
+    clf = ImpostorClassifier(n_add=20, n_drop=5, **{**FAST, **params})
+    return clf.partial_fit(X_train[:150], y_train[:150], classes=np.arange(10))
+
+
+def test_a_continual_partial_fit_is_one_call_of_finetune_epochs_plus_one_epochs(digits):
+    X_train, _, y_train, _ = digits
+    clf = _continual_model(digits, finetune_epochs=3)
+    assert clf.n_iter_ == 1 and len(clf.loss_curve_) == 1  # the first call: one epoch, as NNGK
+    clf.partial_fit(X_train[150:250], y_train[150:250])
+    assert clf.n_iter_ == 1 + 1 + 3 and len(clf.loss_curve_) == clf.n_iter_  # train pass + fine-tuning
+    assert clf.centers_X_.shape[0] == 150 + 20 - 5
+    clf.set_params(finetune_epochs=0).partial_fit(X_train[250:300], y_train[250:300])
+    assert clf.n_iter_ == 6 and clf.centers_X_.shape[0] == 165 + 20 - 5  # add/drop without fine-tuning
+
+
+def test_a_failure_in_the_finetune_pass_leaves_the_model_as_it_was(digits, monkeypatch):
+    X_train, X_test, y_train, _ = digits
+    clf = _continual_model(digits, finetune_epochs=2)
+    before = {
+        "proba": clf.predict_proba(X_test),
+        "centers": clf.centers_X_.clone(),
+        "targets": clf.center_targets_.clone(),
+        "params": {n: p.detach().clone() for n, p in clf.module_.named_parameters()},
+        "n_iter_": clf.n_iter_,
+        "loss_curve_": list(clf.loss_curve_),
+        "index": len(clf.index_),
+    }
+    loss, epochs_seen = ImpostorClassifier._loss, []
+
+    def failing_loss(self, X, y, ids):
+        if self.n_iter_ > before["n_iter_"]:  # epoch 0 and the add/drop step are done: fine-tuning
+            epochs_seen.append(self.n_iter_)
+            raise RuntimeError("injected failure in the fine-tune pass")
+        return loss(self, X, y, ids)
+
+    monkeypatch.setattr(ImpostorClassifier, "_loss", failing_loss)
+    with pytest.raises(RuntimeError, match="injected failure in the fine-tune pass"):
+        clf.partial_fit(X_train[150:250], y_train[150:250])
+    assert epochs_seen == [before["n_iter_"] + 1]  # it did fail after the add/drop step
+    monkeypatch.undo()
+    np.testing.assert_array_equal(clf.predict_proba(X_test), before["proba"])
+    assert torch.equal(clf.centers_X_, before["centers"]) and torch.equal(clf.center_targets_, before["targets"])
+    for name, value in clf.module_.named_parameters():
+        assert torch.equal(value, before["params"][name]), name
+    assert clf.n_iter_ == before["n_iter_"] and clf.loss_curve_ == before["loss_curve_"]
+    assert len(clf.index_) == len(clf.memory_) == before["index"]
+    clf.partial_fit(X_train[150:250], y_train[150:250])  # and it trains on as if nothing happened
+    assert clf.centers_X_.shape[0] == 150 + 20 - 5

@@ -239,3 +239,18 @@ def test_ewc_keeps_important_weights_near_the_first_task(digits):
         return sum(((p.detach() - before[n]) ** 2).sum() for n, p in clf.module_.named_parameters())
 
     assert drift(1000.0) < drift(0.0)
+
+
+def test_partial_fit_over_rows_already_stored_overwrites_their_entries(digits):
+    X_train, _, y_train, _ = digits
+    clf = MbPAClassifier(n_neighbors=8, random_state=0)
+    for _ in range(3):  # the partial_fit idiom for epochs
+        clf.partial_fit(X_train[:200], y_train[:200], classes=np.arange(10))
+    assert len(clf.memory_) == len(clf.index_) == 200
+    keys = clf.memory_.keys.clone()
+    slots = clf.memory_.lookup(row_identities(X_train[150:200], y_train[150:200]))  # labels 0-9 = codes
+    clf.partial_fit(X_train[150:250], y_train[150:250])  # 50 stored (keys rewritten), 50 new
+    assert len(clf.memory_) == 250 and (slots >= 0).all()
+    np.testing.assert_array_equal(clf.memory_.lookup(row_identities(X_train[150:200], y_train[150:200])), slots)
+    rewritten = (clf.memory_.keys[slots] != keys[slots]).any(1)
+    assert rewritten.all()  # each under the embedding of its latest write
