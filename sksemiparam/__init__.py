@@ -6,7 +6,7 @@ from ._meta_neighborhoods import MetaNeighborhoodsClassifier, MetaNeighborhoodsR
 from ._nngk import NNGKClassifier
 from ._semiparametric import SemiparametricClassifier
 
-__version__ = "0.1.0.dev0"
+__version__ = "0.2.0.dev0"
 
 __all__ = [
     "ImpostorClassifier",

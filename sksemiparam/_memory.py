@@ -304,7 +304,8 @@ class ExampleMemory:
                 state[name] = t[: self._size].detach().cpu()
         ids = self._ids[: self._size]
         # As int32 words rather than bytes: a model file's uint8 arrays would look like pickled blobs.
-        state["_ids"] = np.frombuffer(b"".join(ids), dtype="<i4").reshape(len(ids), _IDENTITY_BYTES // 4)
+        words = np.frombuffer(b"".join(ids), dtype="<i4").reshape(len(ids), _IDENTITY_BYTES // 4)
+        state["_ids"] = words.copy()  # writable, as torch.from_numpy wants it
         return state
 
     def __setstate__(self, state):

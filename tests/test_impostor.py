@@ -241,7 +241,9 @@ def test_a_failure_in_the_finetune_pass_leaves_the_model_as_it_was(digits, monke
     assert epochs_seen == [before["n_iter_"] + 1]  # it did fail after the add/drop step
     monkeypatch.undo()
     np.testing.assert_array_equal(clf.predict_proba(X_test), before["proba"])
-    assert torch.equal(clf.centers_X_, before["centers"]) and torch.equal(clf.center_targets_, before["targets"])
+    assert torch.equal(clf.centers_X_, before["centers"]) and torch.equal(
+        clf.center_targets_, before["targets"]
+    )
     for name, value in clf.module_.named_parameters():
         assert torch.equal(value, before["params"][name]), name
     assert clf.n_iter_ == before["n_iter_"] and clf.loss_curve_ == before["loss_curve_"]

@@ -251,6 +251,8 @@ def test_partial_fit_over_rows_already_stored_overwrites_their_entries(digits):
     slots = clf.memory_.lookup(row_identities(X_train[150:200], y_train[150:200]))  # labels 0-9 = codes
     clf.partial_fit(X_train[150:250], y_train[150:250])  # 50 stored (keys rewritten), 50 new
     assert len(clf.memory_) == 250 and (slots >= 0).all()
-    np.testing.assert_array_equal(clf.memory_.lookup(row_identities(X_train[150:200], y_train[150:200])), slots)
+    np.testing.assert_array_equal(
+        clf.memory_.lookup(row_identities(X_train[150:200], y_train[150:200])), slots
+    )
     rewritten = (clf.memory_.keys[slots] != keys[slots]).any(1)
     assert rewritten.all()  # each under the embedding of its latest write
