@@ -106,9 +106,7 @@ class ImpostorClassifier(KernelVoteClassifierBase):
         importance weights). ``"fixed"``: c_i = f_theta0(x_i) from the untrained network.
     center_reg : float, default=1.0
         lambda of eq. (8) (``"loose"`` only).
-    n_neighbors : int, "auto" or None, default="auto"
-        k, the centres that vote for each query. ``"auto"``: 32, or all centres while fewer are
-        stored. None: all centres. An integer larger than the centres stored is an error.
+    .. shared:: n_neighbors
     sigma : float or "scale", default="scale"
         Kernel width; ``"scale"`` as in ``NNGKClassifier``. In use: ``module_.sigma``.
     learn_sigma : bool, default=False
@@ -116,10 +114,7 @@ class ImpostorClassifier(KernelVoteClassifierBase):
     refresh_every : int, default=1
         Epochs between rebuilds of the index over the centres (and, for ``"tied"``, recomputation
         of the centres).
-    index : {"auto", "exact", "approximate", "faiss"}, default="auto"
-        Search structure over the centres: exact (torch), a pynndescent graph, a faiss HNSW graph
-        (extra ``sksemiparam[faiss]``), or ``"auto"`` (see docs/neighbor-index.md).
-    .. shared:: index_params
+    .. shared:: index index_params
     quantize : {None, "pq"}, default=None
         ``"pq"``: after training, store each centre as ``pq_subspaces`` bytes (product
         quantisation) and score queries against the decoded centres. None: float32 centres.
@@ -158,10 +153,12 @@ class ImpostorClassifier(KernelVoteClassifierBase):
     .. shared:: classes_
     module_ : KernelVoteNet
         The embedding, sigma, and (``"loose"``) the centres ``module_.centers``.
-    centers_X_ : Tensor (n_centers, n_features)
-        The stored examples, in the order :meth:`explain` indexes them.
-    centers_y_ : Tensor (n_centers,)
-        Their encoded labels.
+    memory_ : ExampleMemory
+        The stored training examples, whose embeddings are the centres.
+    centers_X_ : Tensor of shape (n_centers, n_features)
+        ``memory_.X``: the stored inputs, in the order :meth:`explain` indexes them.
+    centers_y_ : Tensor of shape (n_centers,)
+        ``memory_.y``: their encoded labels (indices into ``classes_``).
     center_targets_ : Tensor (n_centers, n_classes)
         Each centre's label as a class distribution (one-hot until redistribution moves it).
     index_ : NeighborIndex

@@ -22,10 +22,6 @@ from torch import nn
 from ._base import TorchClassifierBase, _torch_threads
 from ._memory import ExampleMemory, RetrievalMixin
 
-# Dense mode (n_neighbors=None) scores queries against all centres in chunks of at most this many
-# query x centre distances.
-_DENSE_CHUNK_ELEMENTS = 1 << 24
-
 
 class KernelVoteClassifierBase(RetrievalMixin, TorchClassifierBase):
     """Training examples as centres in an embedding space, classified by a kernel vote of the nearest.
@@ -198,17 +194,16 @@ class KernelVoteClassifierBase(RetrievalMixin, TorchClassifierBase):
         targets = self._center_targets()
         if self.n_neighbors is None:  # dense: every centre, in chunks of queries
             ids = torch.arange(n_centers, device=self.index_.keys.device)
-            step = max(1, _DENSE_CHUNK_ELEMENTS // n_centers)
             return torch.cat(
                 [
                     module.log_proba(
-                        z[s : s + step],
+                        z[rows],
                         self._scored_centers(None),
                         ids,
                         targets,
-                        None if exclude is None else exclude[s : s + step],
+                        None if exclude is None else exclude[rows],
                     )
-                    for s in range(0, z.shape[0], step)
+                    for rows in self._dense_chunks(z.shape[0], n_centers)
                 ]
             )
         k = self._n_neighbors(available)

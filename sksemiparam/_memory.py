@@ -29,6 +29,9 @@ __all__ = ["AUTO_NEIGHBORS", "ExampleMemory", "RetrievalMixin", "row_identities"
 
 # n_neighbors="auto": this many stored examples per query, or all of them while fewer are stored.
 AUTO_NEIGHBORS = 32
+# Dense retrieval (n_neighbors=None) scores queries against every stored example, about this many
+# query x example distances at a time.
+_DENSE_CHUNK_ELEMENTS = 1 << 24
 # Bytes of an example's identity: a 128-bit digest of its (row, label) pair, then a 32-bit count of
 # the equal pairs before it in the same call.
 _IDENTITY_BYTES = 20
@@ -430,6 +433,13 @@ class RetrievalMixin:
         index = self.__dict__.get("index_")  # not a property: one that builds lazily stays unbuilt
         if index is not None:
             index.to(device)
+
+    @staticmethod
+    def _dense_chunks(n_queries: int, n_stored: int) -> list[slice]:
+        """Slices of the queries for scoring them against all ``n_stored`` examples (``n_neighbors``
+        None) with about ``_DENSE_CHUNK_ELEMENTS`` distances at a time."""
+        step = max(1, _DENSE_CHUNK_ELEMENTS // max(n_stored, 1))
+        return [slice(s, s + step) for s in range(0, n_queries, step)]
 
     def _n_neighbors(self, n_stored: int) -> int:
         """Examples retrieved per query from ``n_stored``: ``"auto"`` is ``AUTO_NEIGHBORS`` (or all

@@ -43,9 +43,7 @@ class NNGKClassifier(KernelVoteClassifierBase):
     refresh_every : int, default=1
         Epochs between recomputations of all centres with the current network; a ``partial_fit``
         call counts as one epoch. The centres are also recomputed when training ends.
-    index : {"auto", "exact", "approximate", "faiss"}, default="auto"
-        Search structure over the centres (see ``NeighborIndex``).
-    .. shared:: index_params
+    .. shared:: index index_params
     embedding : {"mlp", "conv", "identity"} or callable, default="mlp"
         f_theta (``"conv"``: the Appendix-B image network, with ``image_shape``). Its last layer has
         no ReLU: the centres live in an unconstrained metric space.
@@ -69,10 +67,12 @@ class NNGKClassifier(KernelVoteClassifierBase):
     .. shared:: classes_
     module_ : KernelVoteNet
         The embedding, sigma and the per-centre log-importance.
+    memory_ : ExampleMemory
+        The stored training examples, whose embeddings are the centres.
     centers_X_ : Tensor of shape (n_centers, n_features)
-        The stored training examples (inputs), in the order :meth:`explain` indexes them.
+        ``memory_.X``: the stored inputs, in the order :meth:`explain` indexes them.
     centers_y_ : Tensor of shape (n_centers,)
-        Their encoded labels (indices into ``classes_``).
+        ``memory_.y``: their encoded labels (indices into ``classes_``).
     index_ : NeighborIndex
         The centres' embeddings, as of the last refresh.
     .. shared:: n_features_in_ feature_names_in_ device_ n_iter_ loss_curve_ best_loss_ validation_scores_

@@ -16,8 +16,6 @@ from .nn import SemiparametricNet, pairwise_sq_distances, soft_neighbor_class_es
 from .nn.semiparametric import resolvable_sq_distances
 from .persistence import register
 
-# Dense (n_neighbors=None) prediction: about this many query-memory distances at once.
-_DENSE_CHUNK_ELEMENTS = 2**24
 # Rows of the fixed probe batch on which the reliance diagnostic is measured after each epoch.
 _RELIANCE_PROBE = 256
 
@@ -358,21 +356,21 @@ class SemiparametricClassifier(
         n_stored = len(index)
         if self.n_neighbors is None:
             keys = index.keys
-            step = max(1, _DENSE_CHUNK_ELEMENTS // n_stored)
+            key_norms = keys.square().sum(1)[None, :]
             estimate = torch.cat(
                 [
                     soft_neighbor_class_estimate(
                         resolvable_sq_distances(
-                            pairwise_sq_distances(v[s : s + step], keys),
-                            v[s : s + step].square().sum(1)[:, None],
-                            keys.square().sum(1)[None, :],
+                            pairwise_sq_distances(v[rows], keys),
+                            v[rows].square().sum(1)[:, None],
+                            key_norms,
                             v.shape[1],
                         ),
                         self.memory_.y,
                         module.n_classes,
                         module.tau,
                     )
-                    for s in range(0, v.shape[0], step)
+                    for rows in self._dense_chunks(v.shape[0], n_stored)
                 ]
             )
         else:

@@ -29,7 +29,9 @@ def _floating_state(est):
         found["index_.keys"] = index.keys
     memory = getattr(est, "memory_", None)
     if memory is not None and len(memory):
-        found["memory_.keys"] = memory.keys
+        for part in ("X", "keys"):  # inputs (stored rows) or keys (MbPA's embeddings)
+            if getattr(memory, part) is not None:
+                found[f"memory_.{part}"] = getattr(memory, part)
     return found
 
 
