@@ -111,7 +111,9 @@ class ExampleMemory:
         self._X: torch.Tensor | None = None
         self._y: torch.Tensor | None = None
         self._keys: torch.Tensor | None = None
-        self._ids: list = []  # identity of each allocated slot (None: free)
+        # Identity of each allocated slot (None: free). None for the whole list while every entry
+        # comes from one first write of inputs: derived from the stored rows when first needed.
+        self._ids: list | None = []
         self._size = 0
         self._next = 0  # next slot to overwrite once the ring is full
         self._slot_of: dict[bytes, int] | None = {}  # identity -> slot; a cache, rebuilt from _ids
@@ -134,7 +136,14 @@ class ExampleMemory:
     def keys(self) -> torch.Tensor | None:
         return None if self._keys is None else self._keys[: self._size]
 
+    def _identities(self) -> list:
+        if self._ids is None:
+            allocated = self._y.shape[0]
+            self._ids = row_identities(self.X, self.y) + [None] * (allocated - self._size)
+        return self._ids
+
     def _slots(self) -> dict[bytes, int]:
+        self._identities()
         if self._slot_of is None:
             self._slot_of = {ident: slot for slot, ident in enumerate(self._ids[: self._size])}
         return self._slot_of
@@ -160,13 +169,16 @@ class ExampleMemory:
     def write(self, identities, y: torch.Tensor, *, X=None, keys=None) -> np.ndarray:
         """Write entries; returns the slot of each (-1 for one dropped because it did not fit).
 
-        ``identities`` (n,) from ``row_identities``; ``y`` (n,) labels; ``X`` (n, d) inputs (required
-        with ``store_inputs``); ``keys`` (n, e), optional (once a memory holds keys, every write
-        brings them). An identity already stored overwrites its entry; new ones take new slots, and
-        when more new ones come than ``capacity`` holds, only the last ``capacity`` are kept.
+        ``identities`` (n,) from ``row_identities``, or None to derive them from the rows (X, y);
+        ``y`` (n,) labels; ``X`` (n, d) inputs (required with ``store_inputs``); ``keys`` (n, e),
+        optional (once a memory holds keys, every write brings them). An identity already stored
+        overwrites its entry; new ones take new slots, and when more new ones come than
+        ``capacity`` holds, only the last ``capacity`` are kept. The first write of rows into an
+        empty, unbounded memory (a ``fit``) takes them all, in order, and hashes them only when a
+        later call needs their identities.
         """
-        n = len(identities)
         y = y.detach()
+        n = y.shape[0] if identities is None else len(identities)
         if y.shape != (n,):
             raise ValueError(f"expected {n} labels, got shape {tuple(y.shape)}")
         if self.store_inputs and X is None:
@@ -180,6 +192,12 @@ class ExampleMemory:
         out = np.full(n, -1, dtype=np.int64)
         if n == 0:
             return out
+        if identities is None:
+            if self._size == 0 and self.capacity is None and X is not None:
+                return self._write_all(X, y, keys)
+            if X is None:
+                raise ValueError("pass the identities of the entries, or their rows X")
+            identities = row_identities(X, y)
         slots = self.lookup(identities)
         present = np.flatnonzero(slots >= 0)
         if present.size:  # examples stored already: their entries are overwritten in place
@@ -203,6 +221,7 @@ class ExampleMemory:
             raise ValueError(f"`keep` must be a boolean mask of shape ({self._size},), got {keep.shape}")
         new_slot = np.cumsum(keep) - 1
         new_slot[~keep] = -1
+        self._identities()
         rows = torch.from_numpy(np.flatnonzero(keep)).to(self.device)
         self._X = None if self._X is None else self.X[rows]
         self._y = self.y[rows]
@@ -233,7 +252,18 @@ class ExampleMemory:
         if keys is not None and self._keys is not None:
             self._keys[where] = keys[rows.to(keys.device)].to(self.device, self._keys.dtype)
 
+    def _write_all(self, X, y, keys) -> np.ndarray:
+        """Take every row of a first write, in order; their identities are derived when needed."""
+        n = y.shape[0]
+        self._X = X.to(self.device, self._X.dtype, copy=True)
+        self._y = y.to(self.device, self._y.dtype, copy=True)
+        if keys is not None:
+            self._keys = keys.to(self.device, self._keys.dtype, copy=True)
+        self._ids, self._slot_of, self._size = None, None, n
+        return np.arange(n, dtype=np.int64)
+
     def _append(self, rows: np.ndarray, identities: list, X, y, keys) -> np.ndarray:
+        self._identities()
         n = rows.shape[0]
         allocated = self._y.shape[0]
         if self._size + n > allocated and (self.capacity is None or allocated < self.capacity):
@@ -293,7 +323,7 @@ class ExampleMemory:
             t = getattr(self, name)
             if t is not None and (ring or name == "_keys"):
                 setattr(new, name, t.clone())
-        new._ids = list(self._ids)
+        new._ids = None if self._ids is None else list(self._ids)
         new._slot_of = None  # rebuilt on first use
         return new
 
@@ -305,10 +335,11 @@ class ExampleMemory:
             t = state[name]
             if t is not None:
                 state[name] = t[: self._size].detach().cpu()
-        ids = self._ids[: self._size]
+        ids = [] if self._ids is None else self._ids[: self._size]
         # As int32 words rather than bytes: a model file's uint8 arrays would look like pickled blobs.
         words = np.frombuffer(b"".join(ids), dtype="<i4").reshape(len(ids), _IDENTITY_BYTES // 4)
-        state["_ids"] = words.copy()  # writable, as torch.from_numpy wants it
+        # Not derived yet: derived from the stored rows after loading too, when needed.
+        state["_ids"] = None if self._ids is None else words.copy()  # writable, for torch.from_numpy
         return state
 
     def __setstate__(self, state):
@@ -326,7 +357,7 @@ class ExampleMemory:
         state saved by sksemiparam 0.1, which kept the stored inputs and labels as two tensors."""
         memory = cls(device="cpu" if X is None else X.device)
         if X is not None:
-            memory.write(row_identities(X, y), y, X=X)
+            memory.write(None, y, X=X)
         return memory
 
     @classmethod
@@ -423,7 +454,7 @@ class RetrievalMixin:
         row (a row stored by an earlier call keeps its slot)."""
         if replace:
             self.memory_ = self._new_memory(self.device_)
-        return self.memory_.write(row_identities(X, y), y, X=X)
+        return self.memory_.write(None, y, X=X)  # identities from the rows, hashed when needed
 
     def _to_device(self, device):
         if self.device_ == device:

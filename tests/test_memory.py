@@ -149,3 +149,19 @@ def test_memory_errors():
         memory.write(row_identities(X, y), torch.zeros(3, dtype=torch.long), X=X)
     with pytest.raises(ValueError, match="boolean mask of shape"):
         memory.remove(np.ones(3, dtype=bool))
+
+
+def test_a_first_write_of_rows_hashes_them_only_when_a_later_call_needs_it():
+    memory = ExampleMemory()
+    X, y = _rows([5, 6, 6, 7])
+    np.testing.assert_array_equal(memory.write(None, y, X=X), [0, 1, 2, 3])
+    assert memory._ids is None  # nothing hashed by fit
+    state = memory.__getstate__()
+    assert state["_ids"] is None
+    loaded = pickle.loads(pickle.dumps(memory))
+    snapshot = copy.deepcopy(memory)
+    X_more, y_more = _rows([6, 6, 6, 8])
+    for m in (memory, loaded, snapshot):  # derived from the rows: the same identities as a call's
+        np.testing.assert_array_equal(m.lookup(row_identities(X, y)), [0, 1, 2, 3])
+        np.testing.assert_array_equal(m.write(None, y_more, X=X_more), [1, 2, 4, 5])
+        assert len(m) == 6
