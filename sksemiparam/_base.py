@@ -32,6 +32,8 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets, unique_labels
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
+from torch.nn import functional as F
+from torch.overrides import TorchFunctionMode
 
 from . import _docstrings
 from .nn import make_embedding
@@ -43,6 +45,120 @@ __all__ = ["TorchClassifierBase", "TorchEstimatorBase", "TorchRegressorBase", "r
 _PREDICT_CHUNK = 2048
 # The autocast dtype of each ``precision`` (None: no autocast).
 _PRECISION_DTYPES = {"float32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+# The matrix products (convolutions are matrix products too) that _Float64Predictions runs in float64.
+# Not ``cdist`` of float32 tensors: its one user, NeighborIndex, finds candidates with it in float32
+# and ranks them in float64 itself, so its answer is already batch-invariant (a float64 ``cdist`` over
+# every stored key cost +40-60% of the whole predict of the neighbour estimators).
+_PRODUCTS = frozenset(
+    {
+        torch.matmul,
+        torch.Tensor.matmul,
+        torch.Tensor.__rmatmul__,
+        torch.mm,
+        torch.Tensor.mm,
+        torch.bmm,
+        torch.Tensor.bmm,
+        torch.mv,
+        torch.Tensor.mv,
+        torch.dot,
+        torch.Tensor.dot,
+        torch.inner,
+        torch.addmm,
+        torch.Tensor.addmm,
+        torch.addmv,
+        torch.Tensor.addmv,
+        torch.baddbmm,
+        torch.Tensor.baddbmm,
+        torch.addbmm,
+        torch.Tensor.addbmm,
+        torch.einsum,
+        torch.tensordot,
+        F.linear,
+        F.bilinear,
+        F.conv1d,
+        F.conv2d,
+        F.conv3d,
+        F.conv_transpose1d,
+        F.conv_transpose2d,
+        F.conv_transpose3d,
+    }
+)
+
+# Operators whose tensor arguments are identities, not values: autograd.grad differentiates with
+# respect to the very tensors it is given (a widened copy is not in the graph: zero gradients).
+_NOT_WIDENED = frozenset({torch.autograd.grad, torch.autograd.backward, torch.Tensor.backward})
+# In-place operators written as dunders (``buffer += x``); the others end with "_" (``add_``).
+_IN_PLACE_DUNDERS = frozenset(
+    f"__i{op}__" for op in ("add", "sub", "mul", "truediv", "floordiv", "mod", "pow", "matmul")
+)
+
+
+def _cast(obj, to_float64: bool, dtype: torch.dtype = torch.float64):
+    """``obj`` (a tensor, or a list or tuple of them) with its floating tensors that are not float64
+    made float64 (``to_float64``), or its float64 tensors made ``dtype``."""
+    if isinstance(obj, torch.Tensor):
+        if to_float64:
+            return obj.double() if obj.is_floating_point() and obj.dtype != torch.float64 else obj
+        return obj.to(dtype) if obj.dtype == torch.float64 else obj
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_cast(v, to_float64, dtype) for v in obj)
+    return obj
+
+
+def _has_float64(args) -> bool:
+    for a in args:
+        if isinstance(a, torch.Tensor):
+            if a.dtype == torch.float64:
+                return True
+        elif isinstance(a, (list, tuple)) and _has_float64(a):
+            return True
+    return False
+
+
+class _Float64Predictions(TorchFunctionMode):
+    """Within the block (on this thread only: torch keeps its modes per thread), matrix products
+    compute in float64, and so does every operator that receives a float64 tensor.
+
+    Why: BLAS chooses its kernel by the shape of the whole product (a one-row product is a
+    matrix-vector kernel, summing in another order than a matrix-matrix one), so in float32 a
+    row's output moves by ~1e-7 (relative) with the other rows of its batch, and a prediction
+    depends on the batch it is in (scikit-learn's ``check_methods_subset_invariance`` and
+    ``check_methods_sample_order_invariance`` compare at rtol=1e-7). In float64 that noise is
+    ~1e-16 and the outputs, kept in float64 to the end, agree to ~1e-15 whatever the batch.
+
+    The first product makes a row's activations float64; the float32 parameters, stored keys and
+    memories that the forward pass reads are widened where they meet them (elementwise operators
+    promote by themselves, the others, such as ``layer_norm``, are widened here), so nothing
+    stored changes and no float64 copy of the model is made. An in-place operator (or ``out=``)
+    follows the tensor it writes: into a float64 one its other arguments are widened, into a
+    float32 one its float64 arguments are rounded to float32, as the code that made that tensor
+    expects. ``torch.autograd.grad`` is left alone (see ``_NOT_WIDENED``).
+    """
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", "")
+        target = kwargs.get("out")
+        if (
+            target is None
+            and args
+            and (name in _IN_PLACE_DUNDERS or (name.endswith("_") and not name.startswith("__")))
+        ):
+            target = args[0]
+        if isinstance(target, torch.Tensor):  # written in place: its dtype decides
+            widen = target.dtype == torch.float64
+            if not widen and target.is_floating_point():
+                args = _cast(args, False, target.dtype)
+                kwargs = {k: v if k == "out" else _cast(v, False, target.dtype) for k, v in kwargs.items()}
+        else:
+            widen = func in _PRODUCTS or (
+                func not in _NOT_WIDENED and not name.startswith("__") and _has_float64(args)
+            )
+        if widen:
+            args, kwargs = _cast(args, True), {k: _cast(v, True) for k, v in kwargs.items()}
+        return func(*args, **kwargs)
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -328,6 +444,17 @@ class TorchEstimatorBase(BaseEstimator):
         if dtype is None:
             return nullcontext()
         return torch.autocast(self.device_.type, dtype=dtype)
+
+    def _inference_precision(self):
+        """How a forward pass without gradients computes (``_embed_rows``, ``_forward_all``).
+
+        ``precision="float32"`` on the CPU: in float64 (see ``_Float64Predictions``), so that a
+        row's prediction does not depend on the rest of its batch. On CUDA (float64 is 2-64x
+        slower there) and in bf16/fp16, as in training: ``_autocast``.
+        """
+        if self.precision == "float32" and self.device_.type == "cpu":
+            return _Float64Predictions()
+        return self._autocast()
 
     def _batch_to_device(self, x: torch.Tensor) -> torch.Tensor:
         """A batch of rows on ``device_``; host rows are page-locked on CUDA so the copy overlaps
@@ -713,7 +840,7 @@ class TorchEstimatorBase(BaseEstimator):
         was_training = network.training
         network.eval()
         try:
-            with torch.no_grad(), self._autocast():
+            with torch.no_grad(), self._inference_precision():
                 out = [
                     network(self._batch_to_device(X[s : s + _PREDICT_CHUNK])).float()
                     for s in range(0, X.shape[0], _PREDICT_CHUNK)
@@ -724,12 +851,14 @@ class TorchEstimatorBase(BaseEstimator):
 
     def _forward_all(self, X: torch.Tensor) -> torch.Tensor:
         """Run ``_forward`` over ``X`` in chunks, in eval mode and without autograd; result on CPU,
-        float32. The chunks' outputs stay on the device until the end: one copy to the host."""
+        float64 where computed in float64 (``_inference_precision``), else float32. The chunks'
+        outputs stay on the device until the end: one copy to the host."""
         outputs = []
-        with torch.no_grad(), self._autocast():
+        with torch.no_grad(), self._inference_precision():
             for start in range(0, X.shape[0], _PREDICT_CHUNK):
                 xb = self._batch_to_device(X[start : start + _PREDICT_CHUNK])
-                outputs.append(self._forward(xb).float())
+                out = self._forward(xb)
+                outputs.append(out if out.dtype == torch.float64 else out.float())
         return torch.cat(outputs).cpu()
 
     # --------------------------------------------------------------- persistence

@@ -66,7 +66,8 @@ precision : {"float32", "bf16", "fp16"}, default="float32"
     run them under ``torch.autocast`` in bfloat16 or float16 (float16 with loss scaling).
     Outputs, losses, distances and stored embeddings stay float32. ``"bf16"`` on CUDA needs a
     GPU that supports it (``torch.cuda.is_bf16_supported()``); ``"fp16"`` on the CPU works but
-    is slower than float32. See docs/training.md.""",
+    is slower than float32. With ``"float32"`` on the CPU, predictions compute in float64, so a
+    row's prediction does not depend on the other rows of the call. See docs/training.md.""",
     "random_state": """\
 random_state : int, RandomState instance or None, default=None
     Seeds the estimator's own torch generator (initialisation, shuffling, dropout); the same
