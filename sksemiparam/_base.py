@@ -1,16 +1,18 @@
 """The scikit-learn contract for a torch-backed estimator, and the one training loop.
 
-An estimator subclasses ``TorchClassifierBase`` (or a future regressor base) and writes a few steps:
+An estimator subclasses ``TorchClassifierBase`` or ``TorchRegressorBase`` (with
+``_memory.RetrievalMixin`` when it stores examples) and writes a few steps:
 
 - ``_build_module(n_features, n_outputs) -> nn.Module``: the network, built inside ``fit``;
 - ``_loss(X, y, ids) -> Tensor``: the training loss of one batch (``ids`` index the rows of the data
   passed to this ``fit``/``partial_fit`` call, for estimators that must exclude a row's own memory entry);
 - ``_forward(X) -> Tensor``: the prediction of one batch in eval mode; for classifiers, log-probabilities;
-- optionally ``_check_fit_data``, ``_before_epoch``, ``_after_epoch``, ``_before_validation``,
-  ``_on_train_end`` and ``_to_device``.
+- optionally ``_check_params``, ``_check_fit_data``, ``_n_epochs``, ``_before_epoch``,
+  ``_after_step``, ``_after_epoch``, ``_before_validation``, ``_on_train_end``, ``_to_device`` and
+  ``_upgrade_state``.
 
-The base owns validation, label encoding, seeding, device, batching, the epoch loop, early stopping,
-progress and persistence.
+The base owns validation, label encoding, seeding, device, batching, the epoch loop (``_train`` and
+its named steps), early stopping, progress and persistence. docs/contributing.md draws the whole house.
 """
 
 from __future__ import annotations

@@ -202,7 +202,10 @@ def test_models_saved_by_0_1_load_predict_as_before_and_train_on(name, how):
     else:
         model = load(LEGACY / f"{name}.safetensors")
     probe = saved["probe"]
-    np.testing.assert_array_equal(_outputs(model, probe), saved[name])
+    # 0.1 predicted in float32; predictions on the CPU now compute in float64 (batch invariance):
+    # the same model, within float32 rounding (which can swap a near-tie at the k-th neighbour:
+    # the nonparametric model's 3e-6 for a class became its 1e-12 floor).
+    np.testing.assert_allclose(_outputs(model, probe), saved[name], rtol=1e-5, atol=1e-5)
     for attribute in ("memory_X_", "memory_y_", "centers_X_", "centers_y_"):
         assert attribute not in vars(model)  # converted, not left beside the new memory
     y = model.predict(probe)
