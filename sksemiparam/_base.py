@@ -448,7 +448,7 @@ class TorchEstimatorBase(BaseEstimator):
         return torch.autocast(self.device_.type, dtype=dtype)
 
     def _inference_precision(self):
-        """How a forward pass without gradients computes (``_embed_rows``, ``_forward_all``).
+        """How a prediction computes (``_forward_all``, and ``_embed_rows`` of queries).
 
         ``precision="float32"`` on the CPU: in float64 (see ``_Float64Predictions``), so that a
         row's prediction does not depend on the rest of its batch. On CUDA (float64 is 2-64x
@@ -834,15 +834,24 @@ class TorchEstimatorBase(BaseEstimator):
         self.module_.eval()
         return torch.from_numpy(np.require(X, dtype=np.float32, requirements=["C", "W"]))
 
-    def _embed_rows(self, X: torch.Tensor, network: nn.Module | None = None) -> torch.Tensor:
+    def _embed_rows(
+        self, X: torch.Tensor, network: nn.Module | None = None, *, queries: bool = False
+    ) -> torch.Tensor:
         """Rows of X through ``network`` (default the module's ``embedding``) in chunks, in eval mode,
         without autograd; the result stays on the model's device, in float32 whatever ``precision``
-        the network ran in. The network's mode is restored."""
+        the network ran in. The network's mode is restored.
+
+        ``queries``: the rows are a caller's (``transform``, ``explain``), so they are embedded as
+        predictions are (``_inference_precision``: batch-invariant). Stored examples (keys refreshed
+        during training, an index built after it) are embedded as training computes: they are
+        embedded in the same fixed chunks whatever is predicted later.
+        """
         network = self.module_.embedding if network is None else network
         was_training = network.training
         network.eval()
+        precision = self._inference_precision() if queries else self._autocast()
         try:
-            with torch.no_grad(), self._inference_precision():
+            with torch.no_grad(), precision:
                 out = [
                     network(self._batch_to_device(X[s : s + _PREDICT_CHUNK])).float()
                     for s in range(0, X.shape[0], _PREDICT_CHUNK)

@@ -336,6 +336,27 @@ class ImpostorClassifier(KernelVoteClassifierBase):
         )
 
     # --------------------------------------------------------- continual learning
+    def partial_fit(self, X, y, classes=None):
+        """One pass over (X, y); with ``n_add`` set on a model with centres, Algorithm 1 in one call.
+
+        The continual call trains one epoch on the slice against the current centres, adds the
+        ``n_add`` worst-predicted new rows as centres and drops the ``n_drop`` best-predicted ones,
+        then fine-tunes for ``finetune_epochs`` epochs: ``n_iter_`` grows by 1 + ``finetune_epochs``.
+        If anything in it fails, the model is left as it was.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+        classes : array-like of shape (n_classes,), default=None
+            All classes; required on the first call.
+
+        Returns
+        -------
+        self
+        """
+        return super().partial_fit(X, y, classes=classes)
+
     def _is_continual(self) -> bool:
         """Is this call Algorithm 1's continual step: a ``partial_fit`` with ``n_add`` set, on a
         model that has centres?"""

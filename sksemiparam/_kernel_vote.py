@@ -271,7 +271,7 @@ class KernelVoteClassifierBase(RetrievalMixin, TorchClassifierBase):
             )
         X_t = self._prepare_predict(X)
         with torch.no_grad(), _torch_threads(self):
-            z = self._embed_rows(X_t)
+            z = self._embed_rows(X_t, queries=True)
             sq, ids = self.index_.query(z, int(k))
             log_w = -sq / (2 * self.module_.sigma**2) + self.module_.log_importance[ids]
             weights = torch.softmax(log_w, dim=1)

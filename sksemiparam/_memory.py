@@ -77,9 +77,10 @@ class ExampleMemory:
     Entries are written in batches with their identities (``row_identities``). Writing an identity
     already stored overwrites its entry in place (a key written again in a later epoch replaces the
     old one); a new identity takes a new slot. With a ``capacity``, storage is a ring: once full,
-    each new entry replaces the oldest written. Storage grows geometrically, so a write costs its own
-    size, not the memory's. Entry ids (what a ``NeighborIndex`` over the entries returns) are slots:
-    ``X[i]``, ``y[i]`` and ``keys[i]`` belong to one example.
+    each new entry replaces the oldest written. Storage grows by half when full, so a write costs
+    its own size, not the memory's, and storage stays within 1.5x of the entries. Entry ids (what a
+    ``NeighborIndex`` over the entries returns) are slots: ``X[i]``, ``y[i]`` and ``keys[i]``
+    belong to one example.
 
     Parameters
     ----------
@@ -267,7 +268,8 @@ class ExampleMemory:
         n = rows.shape[0]
         allocated = self._y.shape[0]
         if self._size + n > allocated and (self.capacity is None or allocated < self.capacity):
-            new = max(self._size + n, 2 * allocated, 64)
+            # 1.5x: appends cost amortised O(1) copies, and storage stays within 1.5x of the entries.
+            new = max(self._size + n, allocated + allocated // 2, 64)
             if self.capacity is not None:
                 new = min(new, self.capacity)
             self._grow(new - allocated)

@@ -261,7 +261,7 @@ class SemiparametricClassifier(
         if X_t.shape[0] == 0:
             return np.empty((0, self._n_features_out))
         with _torch_threads(self):
-            return self._embed_rows(X_t).double().cpu().numpy()
+            return self._embed_rows(X_t, queries=True).double().cpu().numpy()
 
     @property
     def _n_features_out(self):
