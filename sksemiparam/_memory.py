@@ -14,7 +14,6 @@ leave stored (for the "k larger than what is stored" check), and pickles to CPU 
 
 from __future__ import annotations
 
-import copy
 import hashlib
 from numbers import Integral
 
@@ -318,7 +317,8 @@ class ExampleMemory:
         are copied. Slots at or above ``len`` may be filled in place by the original later; the
         copy never reads them.
         """
-        new = copy.copy(self)
+        new = type(self).__new__(type(self))  # not copy.copy: it would go through __getstate__
+        new.__dict__.update(self.__dict__)
         memo[id(self)] = new
         ring = self.capacity is not None
         for name in ("_X", "_y", "_keys"):
