@@ -28,6 +28,12 @@ index_params : dict or None, default=None
     index's keys), ``ef_search``, ``hnsw_m``, ``ef_construction`` (faiss), ``graph_degree``,
     ``epsilon``, ``search_tree_leaf_budget`` (pynndescent) and ``n_jobs``; see
     docs/neighbor-index.md. None: the defaults.""",
+    "centers_X_": """\
+centers_X_ : Tensor of shape (n_centers, n_features)
+    ``memory_.X``: the stored inputs, in the order :meth:`explain` indexes them.""",
+    "centers_y_": """\
+centers_y_ : Tensor of shape (n_centers,)
+    ``memory_.y``: their encoded labels (indices into ``classes_``).""",
     "max_epochs": """\
 max_epochs : int, default=100
     Maximum passes over the data in ``fit``.""",

@@ -155,10 +155,7 @@ class ImpostorClassifier(KernelVoteClassifierBase):
         The embedding, sigma, and (``"loose"``) the centres ``module_.centers``.
     memory_ : ExampleMemory
         The stored training examples, whose embeddings are the centres.
-    centers_X_ : Tensor of shape (n_centers, n_features)
-        ``memory_.X``: the stored inputs, in the order :meth:`explain` indexes them.
-    centers_y_ : Tensor of shape (n_centers,)
-        ``memory_.y``: their encoded labels (indices into ``classes_``).
+    .. shared:: centers_X_ centers_y_
     center_targets_ : Tensor (n_centers, n_classes)
         Each centre's label as a class distribution (one-hot until redistribution moves it).
     index_ : NeighborIndex

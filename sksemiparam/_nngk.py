@@ -69,10 +69,7 @@ class NNGKClassifier(KernelVoteClassifierBase):
         The embedding, sigma and the per-centre log-importance.
     memory_ : ExampleMemory
         The stored training examples, whose embeddings are the centres.
-    centers_X_ : Tensor of shape (n_centers, n_features)
-        ``memory_.X``: the stored inputs, in the order :meth:`explain` indexes them.
-    centers_y_ : Tensor of shape (n_centers,)
-        ``memory_.y``: their encoded labels (indices into ``classes_``).
+    .. shared:: centers_X_ centers_y_
     index_ : NeighborIndex
         The centres' embeddings, as of the last refresh.
     .. shared:: n_features_in_ feature_names_in_ device_ n_iter_ loss_curve_ best_loss_ validation_scores_
