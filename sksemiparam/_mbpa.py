@@ -234,7 +234,7 @@ class MbPAClassifier(RetrievalMixin, TorchClassifierBase):
 
     def _before_epoch(self, X, y, epoch):
         if epoch == 0:  # each row's identity in the memory, for the writes of this call
-            self._identities = row_identities(X, y)
+            self._call_identities = row_identities(X, y)
 
     def _after_step(self, X, y, ids):
         # The memory stores the batch under the embedding just updated (eval mode: no dropout).
@@ -243,11 +243,11 @@ class MbPAClassifier(RetrievalMixin, TorchClassifierBase):
         self.module_.eval()
         with torch.no_grad(), self._autocast():  # keys stored in float32 whatever the precision
             keys = self.module_.embed(X).float()
-        self.memory_.write([self._identities[i] for i in ids.tolist()], y, keys=keys)
+        self.memory_.write([self._call_identities[i] for i in ids.tolist()], y, keys=keys)
         self.module_.train()
 
     def _on_train_end(self, X, y, *, incremental):
-        self._identities = None
+        self._call_identities = None
         self._index_memory()
 
     def _before_validation(self, X, y):

@@ -160,12 +160,6 @@ class ExampleMemory:
         return total if self.capacity is None else min(total, self.capacity)
 
     # ------------------------------------------------------------------ writing
-    def clear(self) -> ExampleMemory:
-        """Forget every entry (storage is released)."""
-        self._X = self._y = self._keys = None
-        self._ids, self._size, self._next, self._slot_of = [], 0, 0, {}
-        return self
-
     def write(self, identities, y: torch.Tensor, *, X=None, keys=None) -> np.ndarray:
         """Write entries; returns the slot of each (-1 for one dropped because it did not fit).
 
