@@ -5,7 +5,10 @@ the queries are fresh draws, not keys. Recall@10 of the approximate backend is t
 true 10 nearest keys (from the exact backend) that it returns. pynndescent's numba compilation is
 paid once, on a warm-up problem, before any timing, and reported as ``approximate_jit_seconds``.
 Both backends use NeighborIndex's defaults (graph_degree, epsilon, search_tree_leaf_budget) and
-every thread torch and numba are given.
+every thread torch and numba are given. Exact search's arithmetic rate (2 n d flops per query, in
+GFLOP/s) is reported beside a plain ``torch.mm`` of the same shapes (blocks of 1024 queries x 16384
+keys, the blocks exact search multiplies) timed in the same run: ``exact_mm_fraction`` is the first
+over the second.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ DATA = f"gaussian mixture: {N_CLUSTERS} equal clusters, centres N(0, I), within-
 # over 1 MiB of rows (8192 rows at d = 32): the warm-up must be larger than that to compile it.
 WARMUP_KEYS = 10_000
 WARMUP_QUERIES = 1_000
+# The product shapes exact search computes (queries x keys per block), for the torch.mm reference.
+MM_QUERY_BLOCK, MM_KEY_BLOCK = 1024, 16384
 
 
 def _mixture(n: int, centres: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
@@ -63,6 +68,19 @@ def _warm_up(centres: np.ndarray, rng: np.random.Generator, warmup_keys: int = W
     first, _ = timed(once, repeat_below=0.0, repeats=1)
     steady, _ = timed(once, repeat_below=0.0, repeats=1)
     return max(first - steady, 0.0)
+
+
+def _mm_seconds(queries: torch.Tensor, keys: torch.Tensor) -> float:
+    """Seconds of plain ``torch.mm`` products of every query block with every key block."""
+
+    def products() -> None:
+        for qs in range(0, queries.shape[0], MM_QUERY_BLOCK):
+            q = queries[qs : qs + MM_QUERY_BLOCK]
+            for ks in range(0, keys.shape[0], MM_KEY_BLOCK):
+                torch.mm(q, keys[ks : ks + MM_KEY_BLOCK].T)
+
+    seconds, _ = timed(products)
+    return seconds
 
 
 def run(quick: bool, data_dir: str | None) -> dict[str, Any]:
@@ -99,19 +117,24 @@ def run(quick: bool, data_dir: str | None) -> dict[str, Any]:
             if method == "exact":
                 true_ids = ids
             recall, zero_recall = _recall(ids, true_ids)
-            rows.append(
-                {
-                    "n": n,
-                    "d": DIM,
-                    "n_queries": N_QUERIES,
-                    "method": method,
-                    "data": DATA,
-                    "build_s": round(build_s, 4),
-                    "query_s": round(query_s, 4),
-                    "recall_at_10": round(recall, 4),
-                    "zero_recall_fraction": round(zero_recall, 4),
-                }
-            )
+            row = {
+                "n": n,
+                "d": DIM,
+                "n_queries": N_QUERIES,
+                "method": method,
+                "data": DATA,
+                "build_s": round(build_s, 4),
+                "query_s": round(query_s, 4),
+                "recall_at_10": round(recall, 4),
+                "zero_recall_fraction": round(zero_recall, 4),
+            }
+            if method == "exact":
+                gflop = 2 * n * DIM * N_QUERIES / 1e9
+                mm_s = _mm_seconds(queries, keys)
+                row["gflops"] = round(gflop / query_s, 2)
+                row["mm_gflops"] = round(gflop / mm_s, 2)
+                row["mm_fraction"] = round(mm_s / query_s, 3)
+            rows.append(row)
             print(
                 f"  n={n:>7} {method:<11} build {build_s:8.3f} s  query {query_s:8.3f} s  "
                 f"recall@10 {recall:.4f}  no true neighbour {zero_recall:.2%}",
@@ -124,6 +147,11 @@ def run(quick: bool, data_dir: str | None) -> dict[str, Any]:
     exact, approx = by("exact"), by("approximate")
     largest = max(sizes)
     summary = {
+        # Exact search's GFLOP/s over torch.mm's on the same shapes, at every size and the smallest.
+        "exact_mm_fraction": {str(n): exact[n]["mm_fraction"] for n in sizes},
+        "min_exact_mm_fraction": min(exact[n]["mm_fraction"] for n in sizes),
+        "exact_gflops_at_largest_n": exact[largest]["gflops"],
+        "mm_gflops_at_largest_n": exact[largest]["mm_gflops"],
         "approximate_jit_seconds": round(jit_seconds, 2),
         "min_recall_at_10_approximate": min(r["recall_at_10"] for r in approx.values()),
         "auto_threshold": AUTO_THRESHOLD,

@@ -50,9 +50,10 @@ _PRECISION_DTYPES = {"float32": None, "bf16": torch.bfloat16, "fp16": torch.floa
 
 
 # The matrix products (convolutions are matrix products too) that _Float64Predictions runs in float64.
-# Not ``cdist`` of float32 tensors: its one user, NeighborIndex, finds candidates with it in float32
-# and ranks them in float64 itself, so its answer is already batch-invariant (a float64 ``cdist`` over
-# every stored key cost +40-60% of the whole predict of the neighbour estimators).
+# NeighborIndex's exact search leaves the mode for its own products (``_exact_arithmetic``): it finds
+# candidates in float32 and ranks them in float64 itself, so its answer is already batch-invariant
+# (a float64 distance over every stored key cost +40-60% of the whole predict of the neighbour
+# estimators).
 _PRODUCTS = frozenset(
     {
         torch.matmul,

@@ -8,8 +8,8 @@ Every estimator here that retrieves neighbours goes through this one small inter
 
 Distances are squared Euclidean. Three backends sit behind it:
 
-- ``"exact"``: torch, on the keys' device, chunked ``cdist`` + ``topk``, so memory stays bounded, then
-  the candidates re-scored in float64 and ranked by (distance, id);
+- ``"exact"``: torch, on the keys' device, blocked matrix products + ``topk``, so memory stays bounded,
+  then the candidates re-scored in float64 and ranked by (distance, id);
 - ``"approximate"``: a pynndescent nearest-neighbour graph. pynndescent (and numba) are imported only
   here, on first use: their JIT compilation costs tens of seconds in every new process;
 - ``"faiss"``: a faiss HNSW graph (optional extra ``sksemiparam[faiss]``), imported only on first use.
@@ -54,7 +54,7 @@ AUTO_THRESHOLD = 300_000
 _EXACT_QUERY_BLOCK = 1024
 _EXACT_KEY_BLOCK = 16384
 # Float32 candidates re-scored in float64 per query beyond the k requested, and the size (elements)
-# of the float64 difference blocks of rows that need scoring against every key.
+# of the float64 blocks (key norms, gathered candidates) exact search computes at a time.
 _RESCORE_MARGIN = 16
 _FLOAT64_ELEMENTS = 1 << 22
 # faiss receives new keys in blocks of this many rows (bounds the float32 copy of float16 keys).
@@ -367,89 +367,99 @@ class NeighborIndex:
         return self._query_approximate(queries, k, exclude)
 
     def _query_exact(self, queries, k, exclude):
-        """Exact search in two stages: float32 ``cdist`` finds candidates, float64 ranks them.
+        """Exact search in two stages: float32 matrix products find candidates, float64 ranks them.
 
-        ``cdist``'s matrix-product formula leaves rounding noise of about dim * eps * (|q|^2 + |k|^2)
-        that depends on where a query sits in its batch, so on its own it ranks near-ties and
-        duplicated keys by noise. The ``k + _RESCORE_MARGIN`` float32 candidates are therefore
-        re-scored as float64 sums of squared differences (exact for float32 inputs to ~1e-16, and
-        identical keys get identical distances), ranked by (distance, id). Where a key outside the
-        candidates could still rank among the k (many keys within the float32 noise of the k-th,
-        e.g. duplicated keys), the whole row is scored in float64 instead.
+        Stage one scores every key by ``t = (1 - nu) |k|^2 - 2 q.k`` in float32, one ``addmm`` per
+        block of keys (the machine's matrix-multiply speed), and keeps the ``k + _RESCORE_MARGIN``
+        smallest. ``|q|^2`` is the same for a whole row and is left out; ``nu = 8 d eps`` shifts each
+        key by more than the rounding error of its own score, so ``t + |q|^2 (1 - (d + 1) eps)`` is a
+        lower bound of the key's true squared distance, a bound that depends on the key's own norm and
+        not on the largest one (a few huge keys leave every other query's bound as tight as without
+        them).
+
+        Stage two re-scores the candidates as float64 sums of squared differences (exact for float32
+        inputs to ~1e-16; identical keys get identical distances) and ranks them by (distance, id).
+        A row where a key left out could still rank among the k (its bound reaches the k-th
+        distance: keys tied with the k-th, e.g. duplicated rows) takes every key whose bound is that
+        low as its candidates and is ranked again: exact, at the cost of the keys that could tie, not
+        of the whole row.
         """
-        keys = self.keys
-        n_keys = keys.shape[0]
-        available = n_keys - (1 if exclude is not None else 0)
-        n_candidates = min(available, k + _RESCORE_MARGIN)
-        eps = torch.finfo(queries.dtype).eps  # cdist runs in float32 (float16 keys are widened)
-        noise = 8 * keys.shape[1] * eps  # float32 cdist's error, relative to |q|^2 + |k|^2
-        same = keys.shape[1] * (4 * eps) ** 2  # below this (relative) two embeddings are one row
-        key_norms = _key_norms64(keys)
-        dists, ids, unsure = [], [], []
-        for qs in range(0, queries.shape[0], _EXACT_QUERY_BLOCK):
-            q = queries[qs : qs + _EXACT_QUERY_BLOCK]
-            own = None if exclude is None else exclude[qs : qs + _EXACT_QUERY_BLOCK]
-            d32, cand = self._exact_candidates(q, n_candidates, own)
-            q64 = q.double()
-            q_norms = q64.square().sum(1, keepdim=True)
-            d64 = _sq_distances64(q64, keys, cand)
-            d64 = _snap_to_zero(d64, same * (q_norms + key_norms[cand]))
-            d, i = (t[:, :k] for t in _by_value_then_column(d64, cand))
-            if n_candidates < available:
-                # A key left out has a float32 distance >= the last candidate's, so a true distance
-                # >= that minus the noise; if that could reach the k-th, the row is scored in full.
-                floor = d32[:, -1].double() - noise * (q_norms[:, 0] + key_norms.max())
-                unsure.append(floor <= d[:, -1])
-            dists.append(d)
-            ids.append(i)
-        d, i = torch.cat(dists), torch.cat(ids)
-        if unsure:
-            # The only value read back from the device: one per call, not per block.
-            rows = torch.cat(unsure).nonzero()[:, 0]
-            if rows.numel():
-                d[rows], i[rows] = self._exact_float64_rows(
-                    queries[rows].double(), k, None if exclude is None else exclude[rows], key_norms, same
-                )
+        n_keys = self.keys.shape[0]
+        # One more with ``exclude``: a query's own key may be among them (the float64 stage drops it).
+        n_candidates = min(n_keys, k + _RESCORE_MARGIN + (exclude is not None))
+        with _exact_arithmetic(self.keys.device):
+            scale = _ExactScale(self.keys)
+            dists, ids, unsure = [], [], []
+            for qs in range(0, queries.shape[0], _EXACT_QUERY_BLOCK):
+                q = queries[qs : qs + _EXACT_QUERY_BLOCK]
+                own = None if exclude is None else exclude[qs : qs + _EXACT_QUERY_BLOCK]
+                t, cand = self._exact_candidates(q, n_candidates, own, scale)
+                d, i, q_floor = self._rescore(q, cand, k, own, scale)
+                if n_candidates < n_keys:
+                    # A key left out scores t >= the last candidate's: its distance is >= floor.
+                    unsure.append(t[:, -1].double() + q_floor <= d[:, -1])
+                dists.append(d)
+                ids.append(i)
+            d, i = torch.cat(dists), torch.cat(ids)
+            if unsure:
+                # The only value read back from the device: one per call, not per block.
+                rows = torch.cat(unsure).nonzero()[:, 0]
+                if rows.numel():
+                    own = None if exclude is None else exclude[rows]
+                    d[rows], i[rows] = self._exact_widened(queries[rows], d[rows, -1], k, own, scale)
         return d.to(queries.dtype), i
 
-    def _exact_candidates(self, q, n_candidates, own):
-        """``n_candidates`` keys of each query with the smallest float32 ``cdist`` distances, over key
-        blocks. Which of several tied keys makes the cut does not matter: the float64 stage ranks the
-        candidates, and a row where a key left out could rank among the k is scored in full."""
-        keys = self.keys
+    def _exact_candidates(self, q, n_candidates, own, scale):
+        """The ``n_candidates`` keys of each query with the smallest float32 scores ``t`` (and those
+        scores), over key blocks. Which of several tied keys makes the cut does not matter: the
+        float64 stage ranks the candidates, and a row where a key left out could rank among the k is
+        widened."""
         block = max(_EXACT_KEY_BLOCK, n_candidates)
-        best_d = best_i = None
-        for ks in range(0, keys.shape[0], block):
-            d = torch.cdist(q, keys[ks : ks + block].to(q.dtype)).square_()
-            if own is not None:  # the query's own key, when it falls in this block, is never a neighbour
-                _exclude_own(d, own - ks)
-            d, i = d.topk(min(n_candidates, d.shape[1]), dim=1, largest=False)
+        best_t = best_i = None
+        for ks in range(0, scale.n_keys, block):
+            t = scale.scores(q, ks, ks + block, own)
+            t, i = t.topk(min(n_candidates, t.shape[1]), dim=1, largest=False)
             i += ks
-            if best_d is not None:
-                d, pos = torch.cat([best_d, d], 1).topk(n_candidates, dim=1, largest=False)
+            if best_t is not None:
+                t, pos = torch.cat([best_t, t], 1).topk(n_candidates, dim=1, largest=False)
                 i = torch.cat([best_i, i], 1).gather(1, pos)
-            best_d, best_i = d, i
-        return best_d, best_i
+            best_t, best_i = t, i
+        return best_t, best_i
 
-    def _exact_float64_rows(self, q64, k, own, key_norms, same):
-        """The k nearest keys of each row of ``q64`` with every distance computed in float64."""
-        keys = self.keys
-        block = max(k, _FLOAT64_ELEMENTS // max(q64.shape[0] * keys.shape[1], 1))
+    def _rescore(self, q, cand, k, own, scale):
+        """The k nearest of each row's candidates by float64 (distance, id), the query's own key
+        left out, and the row's part of the lower bound, ``|q|^2 (1 - (d + 1) eps)``."""
+        q64 = q.double()
         q_norms = q64.square().sum(1, keepdim=True)
-        best_d = best_i = None
-        for ks in range(0, keys.shape[0], block):
-            chunk = torch.arange(ks, min(ks + block, keys.shape[0]), device=q64.device)
-            d = _sq_distances64(q64, keys, chunk.expand(q64.shape[0], -1))
-            d = _snap_to_zero(d, same * (q_norms + key_norms[chunk]))
-            if own is not None:
-                _exclude_own(d, own - ks)
-            d, i = _smallest(d, min(k, d.shape[1]))
-            i += ks
-            if best_d is not None:  # earlier blocks hold the lower ids: ties keep them first
-                d, pos = _smallest(torch.cat([best_d, d], 1), k)
-                i = torch.cat([best_i, i], 1).gather(1, pos)
-            best_d, best_i = d, i
-        return best_d, best_i
+        d64 = _sq_distances64(q64, self.keys, cand)
+        d64 = _snap_to_zero(d64, scale.same * (q_norms + scale.norms64[cand]))
+        if own is not None:
+            d64.masked_fill_(cand == own[:, None], float("inf"))
+        d, i = (t[:, :k] for t in _by_value_then_column(d64, cand))
+        return d, i, q_norms[:, 0] * (1 - scale.slack)
+
+    def _exact_widened(self, q, kth, k, own, scale):
+        """Rows whose k-th distance ``kth`` a key outside their candidates could reach: every key
+        whose lower bound is <= ``kth`` (all that could rank among the k, ties included) becomes a
+        candidate, counted in a first pass over the keys and gathered in a second."""
+        q_norms = q.double().square().sum(1)
+        # Snapped distances: a key within ``same`` of the query counts as 0, so reach that far too.
+        reach = (kth + scale.same * q_norms - q_norms * (1 - scale.slack)).float()
+        reach = torch.nextafter(reach, torch.full_like(reach, float("inf")))
+        count = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
+        for ks in range(0, scale.n_keys, _EXACT_KEY_BLOCK):
+            count += (scale.scores(q, ks, ks + _EXACT_KEY_BLOCK, own) <= reach[:, None]).sum(1)
+        n_candidates = int(count.max())
+        d, i = [], []
+        # Rows at a time so that a gathered (rows, candidates, d) float64 block stays bounded.
+        step = max(1, _FLOAT64_ELEMENTS // max(n_candidates * self.keys.shape[1], 1))
+        for s in range(0, q.shape[0], step):
+            own_s = None if own is None else own[s : s + step]
+            _, cand = self._exact_candidates(q[s : s + step], n_candidates, own_s, scale)
+            ds, is_, _ = self._rescore(q[s : s + step], cand, k, own_s, scale)
+            d.append(ds)
+            i.append(is_)
+        return torch.cat(d), torch.cat(i)
 
     def _query_approximate(self, queries, k, exclude):
         q = queries.cpu().numpy().astype(np.float32, copy=False)
@@ -605,14 +615,54 @@ def _object_bytes(obj, shared: np.ndarray | None, depth: int = 0, seen: set | No
     return sum(_object_bytes(child, shared, depth + 1, seen) for child in children)
 
 
-def _key_norms64(keys: torch.Tensor) -> torch.Tensor:
-    """Squared norms of the keys in float64, a block at a time (a float64 copy of a million keys
-    would be larger than the keys)."""
-    out = torch.empty(keys.shape[0], dtype=torch.float64, device=keys.device)
-    step = max(1, _FLOAT64_ELEMENTS // max(keys.shape[1], 1))
-    for s in range(0, keys.shape[0], step):
-        out[s : s + step] = keys[s : s + step].double().square().sum(1)
-    return out
+class _ExactScale:
+    """What exact search precomputes from the stored keys once per query call: their float64 squared
+    norms, the float32 shifted norms ``(1 - nu) |k|^2`` its scores start from, and its tolerances.
+
+    ``nu = 8 d eps`` exceeds the rounding of a float32 score ``(1 - nu) |k|^2 - 2 q.k``, a dot product
+    of length d + 1 (at most ``(d + 1) eps / 2 (|k|^2 + 2 |q| |k|)``, with ``eps`` float32's machine
+    epsilon), so the score plus ``|q|^2 (1 - slack)``, ``slack = (d + 1) eps`` (twice what the
+    bound needs), is a lower bound of the true squared distance.
+    """
+
+    def __init__(self, keys: torch.Tensor) -> None:
+        d = keys.shape[1]
+        eps = torch.finfo(torch.float32).eps
+        self.keys = keys
+        self.n_keys = keys.shape[0]
+        self.norms64 = torch.empty(keys.shape[0], dtype=torch.float64, device=keys.device)
+        step = max(1, _FLOAT64_ELEMENTS // max(d, 1))  # a float64 copy of a million keys: too large
+        for s in range(0, keys.shape[0], step):
+            self.norms64[s : s + step] = keys[s : s + step].double().square().sum(1)
+        self.shifted = ((1 - 8 * d * eps) * self.norms64).float()
+        self.slack = (d + 1) * eps
+        self.same = d * (4 * eps) ** 2  # below this (relative) two embeddings are one row
+
+    def scores(self, q: torch.Tensor, start: int, stop: int, own: torch.Tensor | None) -> torch.Tensor:
+        """Float32 scores ``(1 - nu) |k|^2 - 2 q.k`` of the queries against keys ``start:stop``, the
+        query's own key (``own``, a stored id or -1) at +inf."""
+        # One product of [q, 1] and [-2 k, (1 - nu) |k|^2]: ``addmm`` would first copy the norms
+        # into every row of the output (a pass as long as the product itself at d = 64).
+        keys = torch.cat([self.keys[start:stop].to(q.dtype) * -2, self.shifted[start:stop, None]], 1)
+        t = torch.cat([q, torch.ones_like(q[:, :1])], 1) @ keys.T
+        if own is not None:  # the query's own key, when it falls in this block, is never a neighbour
+            _exclude_own(t, own - start)
+        return t
+
+
+@contextlib.contextmanager
+def _exact_arithmetic(device: torch.device):
+    """Exact search's products as written: float32, whatever the caller's autocast, TF32 setting or
+    torch-function mode (the estimators' float64 prediction mode would widen them; the float64 stage
+    makes the answer batch-invariant by itself)."""
+    precision = torch.get_float32_matmul_precision()
+    with torch._C.DisableTorchFunction(), torch.autocast(device.type, enabled=False):
+        if device.type == "cuda" and precision != "highest":
+            torch.set_float32_matmul_precision("highest")  # TF32 would break the rounding bound
+        try:
+            yield
+        finally:
+            torch.set_float32_matmul_precision(precision)
 
 
 def _exclude_own(d: torch.Tensor, local: torch.Tensor) -> None:
@@ -621,29 +671,6 @@ def _exclude_own(d: torch.Tensor, local: torch.Tensor) -> None:
     inside = (local >= 0) & (local < d.shape[1])
     col = local.clamp(0, d.shape[1] - 1)[:, None]
     d.scatter_(1, col, d.gather(1, col).masked_fill_(inside[:, None], float("inf")))
-
-
-def _smallest(d: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The k smallest entries of each row of d and their columns, ascending; ties go to the lower column.
-
-    ``torch.topk`` breaks ties arbitrarily (and differently from row to row), so equal queries among
-    duplicated keys could get different neighbours; here the result depends only on the row itself.
-    """
-    # Where the (k+1)-th smallest is larger than the k-th, topk's set is the only one and needs only
-    # ordering; the cumsum below, on a whole (queries x keys) block, cost 2-3x the cdist before it.
-    extra = min(k + 1, d.shape[1])
-    values, cols = torch.topk(d, extra, dim=1, largest=False, sorted=True)
-    kth = values[:, k - 1 : k]
-    ties = values[:, -1] == kth[:, 0] if extra > k else torch.zeros_like(kth[:, 0], dtype=torch.bool)
-    values, cols = _by_value_then_column(values[:, :k], cols[:, :k])
-    if ties.any():
-        rows = ties.nonzero()[:, 0]
-        below = d[rows] < kth[rows]
-        tied = d[rows] == kth[rows]
-        chosen = below | (tied & (tied.cumsum(1) <= k - below.sum(1, keepdim=True)))
-        tied_cols = chosen.nonzero()[:, 1].view(rows.shape[0], k)  # ascending column within each row
-        values[rows], cols[rows] = _by_value_then_column(d[rows].gather(1, tied_cols), tied_cols)
-    return values, cols
 
 
 def _by_value_then_column(values: torch.Tensor, cols: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -8,14 +8,17 @@ import sys
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sksemiparam._index import NeighborIndex
 
 
 def brute_force(keys, queries, k, exclude=None):
     d = ((queries[:, None, :] - keys[None]) ** 2).sum(-1)
-    if exclude is not None:
-        d[np.arange(len(queries)), exclude] = np.inf
+    if exclude is not None:  # -1: exclude nothing
+        rows = np.flatnonzero(np.asarray(exclude) >= 0)
+        d[rows, np.asarray(exclude)[rows]] = np.inf
     ids = np.argsort(d, axis=1, kind="stable")[:, :k]
     return np.take_along_axis(d, ids, 1), ids
 
@@ -253,6 +256,97 @@ def test_keys_tied_beyond_the_candidates_are_ranked_over_all_keys(exclude, monke
     np.testing.assert_array_equal(ids[::5].numpy(), np.tile(expected, (10, 1)))
     bd, bi = brute_force(keys.double().numpy(), queries.double().numpy(), 4, own.numpy() if exclude else None)
     np.testing.assert_array_equal(ids.numpy(), bi)
+
+
+def _widened_rows(monkeypatch):
+    """Record (rows, candidates) of every call to exact search's widened stage."""
+    calls = []
+    original = NeighborIndex._exact_widened
+
+    def spy(self, q, kth, k, own, scale):
+        d, i = original(self, q, kth, k, own, scale)
+        calls.append(q.shape[0])
+        return d, i
+
+    monkeypatch.setattr(NeighborIndex, "_exact_widened", spy)
+    return calls
+
+
+def test_a_few_huge_keys_leave_the_other_queries_to_the_fast_stage(monkeypatch):
+    # One key 200x larger than the rest used to make every query "unsure" (the float32 error bound
+    # took the largest key norm) and send it to a float64 scan of every key. The bound is per key now.
+    rng = np.random.default_rng(0)
+    keys = rng.standard_normal((3000, 8)).astype(np.float32)
+    keys[::200] *= 200
+    queries = rng.standard_normal((500, 8)).astype(np.float32)
+    calls = _widened_rows(monkeypatch)
+    dist, ids = NeighborIndex("exact").build(torch.from_numpy(keys)).query(torch.from_numpy(queries), 10)
+    assert sum(calls) == 0
+    bd, bi = brute_force(keys.astype(np.float64), queries.astype(np.float64), 10)
+    np.testing.assert_array_equal(ids.numpy(), bi)
+    np.testing.assert_allclose(dist.numpy(), bd, rtol=1e-6)
+
+
+def test_duplicated_keys_widen_only_to_the_tied_copies(monkeypatch):
+    # 3000 keys drawn from 60 distinct rows (~50 copies each): the k-th neighbour's copies reach past
+    # the float32 candidates, so those rows are ranked again over the copies that could tie, with
+    # the lower ids first, as brute force ranks them.
+    rng = np.random.default_rng(1)
+    distinct = rng.standard_normal((60, 8)).astype(np.float32)
+    keys = distinct[rng.integers(0, 60, 3000)]
+    queries = rng.standard_normal((200, 8)).astype(np.float32)
+    own = rng.integers(-1, 3000, 200)
+    widths = []
+    original = NeighborIndex._exact_candidates
+
+    def spy(self, q, n_candidates, own, scale):
+        widths.append(n_candidates)
+        return original(self, q, n_candidates, own, scale)
+
+    monkeypatch.setattr(NeighborIndex, "_exact_candidates", spy)
+    index = NeighborIndex("exact").build(torch.from_numpy(keys))
+    dist, ids = index.query(torch.from_numpy(queries), 20, exclude=torch.from_numpy(own))
+    bd, bi = brute_force(keys.astype(np.float64), queries.astype(np.float64), 20, own)
+    np.testing.assert_array_equal(ids.numpy(), bi)
+    np.testing.assert_allclose(dist.numpy(), bd, rtol=1e-6)
+    copies = np.bincount(np.unique(keys, axis=0, return_inverse=True)[1].ravel()).max()
+    assert max(widths) > 20 + 16  # some rows were widened ...
+    assert max(widths) <= 20 + 2 * copies  # ... to the tied copies, not to all 3000 keys
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n=st.integers(1, 300),
+    d=st.integers(1, 12),
+    distinct=st.integers(1, 300),
+    log_scale=st.floats(-6, 6),
+    offset=st.floats(-1e3, 1e3),
+    heavy=st.booleans(),
+)
+def test_exact_search_is_brute_force_on_any_keys(seed, n, d, distinct, log_scale, offset, heavy):
+    # Duplicates, huge and tiny scales, keys far from the origin, heavy tails: always the float64
+    # brute-force ranking by (distance, id).
+    rng = np.random.default_rng(seed)
+    rows = rng.standard_normal((distinct, d)) * 10.0**log_scale + offset
+    if heavy:
+        rows[rng.random(distinct) < 0.05] *= 300
+    keys = rows[rng.integers(0, distinct, n)].astype(np.float32)
+    queries = np.concatenate([rows[rng.integers(0, distinct, 20)], rows[:5] + 10.0**log_scale])
+    queries = queries.astype(np.float32)
+    own = rng.integers(-1, n, len(queries)) if n > 1 and rng.random() < 0.5 else None
+    k = int(rng.integers(1, n + (1 if own is None else 0)))
+    index = NeighborIndex("exact").build(torch.from_numpy(keys))
+    dist, ids = index.query(torch.from_numpy(queries), k, exclude=None if own is None else torch.from_numpy(own))
+    bd, bi = brute_force(keys.astype(np.float64), queries.astype(np.float64), k, own)
+    # Distances within float32 rounding of each other are snapped to 0 by design (a query equal to a
+    # key up to rounding); brute force in float64 sees them, so compare rows without such near-ties.
+    every, _ = brute_force(keys.astype(np.float64), queries.astype(np.float64), n)
+    q_norms = np.square(queries.astype(np.float64)).sum(1, keepdims=True)
+    near = (every > 0) & (every <= 1e-9 * (q_norms + np.square(keys.astype(np.float64)).sum(1).max()))
+    plain = ~near.any(1)
+    np.testing.assert_array_equal(ids.numpy()[plain], bi[plain])
+    np.testing.assert_allclose(dist.numpy()[plain], bd[plain], rtol=1e-5, atol=1e-30)
 
 
 # ---------------------------------------------------------------------- faiss (optional extra)
