@@ -113,8 +113,8 @@ class ImpostorClassifier(KernelVoteClassifierBase):
         Train sigma (in log space) with the network.
     refresh_every : int, default=1
         Epochs between rebuilds of the index over the centres (and, for ``"tied"``, recomputation
-        of the centres).
-    .. shared:: index index_params
+        of the centres). Not used while training with ``candidates``.
+    .. shared:: candidates index index_params
     quantize : {None, "pq"}, default=None
         ``"pq"``: after training, store each centre as ``pq_subspaces`` bytes (product
         quantisation) and score queries against the decoded centres. None: float32 centres.
@@ -208,6 +208,7 @@ class ImpostorClassifier(KernelVoteClassifierBase):
         sigma="scale",
         learn_sigma=False,
         refresh_every=1,
+        candidates=None,
         index="auto",
         index_params=None,
         quantize=None,
@@ -265,6 +266,7 @@ class ImpostorClassifier(KernelVoteClassifierBase):
         self.sigma = sigma
         self.learn_sigma = learn_sigma
         self.refresh_every = refresh_every
+        self.candidates = candidates
         self.index = index
         self.index_params = index_params
         self.quantize = quantize
@@ -377,13 +379,19 @@ class ImpostorClassifier(KernelVoteClassifierBase):
 
     def _after_epoch(self, X, y, epoch):
         if self._continual and epoch == 0:
+            if self.candidates is not None:
+                self._refresh()  # the pass searched nothing: bring the index up to date first
             self._add_and_drop(X, y)
             self._refresh()
 
+    def _candidate_positions(self, X, drawn):
+        if self.centers == "tied":
+            return super()._candidate_positions(X, drawn)
+        return self.module_(X), self._scored_centers(drawn)  # loose: parameters; fixed: constants
+
     def _loss(self, X, y, ids):
-        z = self.module_(X)
-        center_ids = self._row_center_ids(ids)
-        loss = F.nll_loss(self._log_proba(z, exclude=center_ids), y)
+        z, log_p, center_ids = self._training_vote(X, ids)
+        loss = F.nll_loss(log_p, y)
         if self.centers == "loose" and self.center_reg > 0:
             loss = loss + self.center_reg * self._center_gap(z, center_ids)
         return loss

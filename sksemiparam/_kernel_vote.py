@@ -33,6 +33,11 @@ class KernelVoteClassifierBase(RetrievalMixin, TorchClassifierBase):
         "sigma": [Interval(Real, 0, None, closed="neither"), StrOptions({"scale"})],
         "learn_sigma": ["boolean"],
         "refresh_every": [Interval(Integral, 1, None, closed="left")],
+        "candidates": [
+            Interval(Integral, 1, None, closed="left"),
+            Interval(Real, 0, 1, closed="right"),
+            None,
+        ],
     }
     _stored_name = "training samples stored as centres"
     # NOTE[paper]: no ReLU after the embedding's last layer: the centres live in an unconstrained
@@ -85,6 +90,8 @@ class KernelVoteClassifierBase(RetrievalMixin, TorchClassifierBase):
         self._sigma_pending = self.sigma == "scale"
 
     def _before_epoch(self, X, y, epoch):
+        if epoch > 0 and self.candidates is not None:
+            return  # sampled candidates: no search while training, centres recomputed at the end
         if epoch == 0:  # this call's rows become centres: all of them (fit), or new ones (partial_fit)
             self._store_centers(X, y)
         elif self._epochs_since_refresh >= self.refresh_every:
@@ -215,9 +222,34 @@ class KernelVoteClassifierBase(RetrievalMixin, TorchClassifierBase):
         """The centre id of each training row of this call (-1: the row is not a centre)."""
         return self._row_center_map.to(ids.device)[ids]
 
+    def _training_vote(self, X, ids):
+        """The batch's embeddings z, its log-probabilities and each row's own centre id (-1: none).
+
+        ``candidates`` None: eq. (7) over each row's nearest centres, searched in the index.
+        Otherwise a dense vote over stored rows drawn at random (``_candidate_positions``).
+        """
+        own = self._row_center_ids(ids)
+        if self.candidates is None:
+            z = self.module_(X)
+            return z, self._log_proba(z, exclude=own), own
+        n_stored = len(self.memory_)
+        m = self.candidates
+        m = min(m if isinstance(m, Integral) else max(1, int(round(m * n_stored))), n_stored)
+        drawn = torch.randperm(n_stored, generator=self._generator)[:m].to(self.memory_.y.device)
+        z, positions = self._candidate_positions(X, drawn)
+        log_p = self.module_.log_proba(z, positions, drawn, self._center_targets()[drawn], own)
+        return z, log_p, own
+
+    def _candidate_positions(self, X, drawn):
+        """The batch's embeddings and the positions of the drawn centres, with autograd: by default
+        both from one forward pass of the current network (gradients reach query and candidate)."""
+        n = X.shape[0]
+        z = self.module_(torch.cat([X, self.memory_.X[drawn].to(X.device, X.dtype)]))
+        return z[:n], z[n:]
+
     def _loss(self, X, y, ids):
-        z = self.module_(X)
-        return F.nll_loss(self._log_proba(z, exclude=self._row_center_ids(ids)), y)
+        _, log_p, _ = self._training_vote(X, ids)
+        return F.nll_loss(log_p, y)
 
     def _on_train_end(self, X, y, *, incremental):
         # After fit, predictions use centres from the final network; after partial_fit, every

@@ -42,8 +42,9 @@ class NNGKClassifier(KernelVoteClassifierBase):
         Train one importance weight w_i per centre (in log space, so positive; starts at 1).
     refresh_every : int, default=1
         Epochs between recomputations of all centres with the current network; a ``partial_fit``
-        call counts as one epoch. The centres are also recomputed when training ends.
-    .. shared:: index index_params
+        call counts as one epoch. The centres are also recomputed when training ends. Not used
+        while training with ``candidates``.
+    .. shared:: candidates index index_params
     embedding : {"mlp", "conv", "identity"} or callable, default="mlp"
         f_theta (``"conv"``: the Appendix-B image network, with ``image_shape``). Its last layer has
         no ReLU: the centres live in an unconstrained metric space.
@@ -106,6 +107,7 @@ class NNGKClassifier(KernelVoteClassifierBase):
         learn_sigma=False,
         learn_importance=True,
         refresh_every=1,
+        candidates=None,
         index="auto",
         index_params=None,
         embedding="mlp",
@@ -154,6 +156,7 @@ class NNGKClassifier(KernelVoteClassifierBase):
         self.learn_sigma = learn_sigma
         self.learn_importance = learn_importance
         self.refresh_every = refresh_every
+        self.candidates = candidates
         self.index = index
         self.index_params = index_params
 

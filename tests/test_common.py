@@ -28,7 +28,15 @@ ROSTER = {
         **FAST_PARAMS,
     ),
     **fast_estimators(
-        "nngk", "nngk-dense", "impostor", "impostor-fixed-pq", n_neighbors=8, n_add=None, **FAST_PARAMS
+        "nngk",
+        "nngk-dense",
+        "nngk-sampled",
+        "impostor",
+        "impostor-sampled",
+        "impostor-fixed-pq",
+        n_neighbors=8,
+        n_add=None,
+        **FAST_PARAMS,
     ),
 }
 ESTIMATORS = list(ROSTER.values())

@@ -161,6 +161,21 @@ def test_partial_fit_adds_the_worst_and_drops_the_best(digits):
     assert plain.centers_X_.shape[0] == 150
 
 
+@pytest.mark.parametrize("centers", ["loose", "tied", "fixed"])
+def test_sampled_candidates_train_every_centre_mode_and_the_continual_step(centers, digits):
+    # With `candidates`, a step votes over centres drawn at random: loose centres (parameters) get
+    # gradients only where drawn, tied ones are embedded with the batch, fixed ones are constants.
+    X_train, X_test, y_train, y_test = digits
+    clf = ImpostorClassifier(centers=centers, candidates=128, **FAST).fit(X_train, y_train)
+    assert clf.score(X_test, y_test) > 0.8
+    old, new = y_train < 5, y_train >= 5
+    clf = ImpostorClassifier(centers=centers, candidates=32, n_add=30, n_drop=10, **FAST)
+    clf.partial_fit(X_train[old][:200], y_train[old][:200], classes=np.arange(10))
+    clf.partial_fit(X_train[new][:100], y_train[new][:100])
+    assert clf.centers_X_.shape[0] == len(clf.index_) == 200 + 30 - 10
+    assert (clf.centers_y_.numpy() >= 5).sum() == 30
+
+
 def test_compress_requantises_without_training(digits):
     X_train, X_test, y_train, y_test = digits
     clf = ImpostorClassifier(**FAST).fit(X_train, y_train)

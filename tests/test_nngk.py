@@ -121,6 +121,62 @@ def test_centres_are_refreshed_every_refresh_every_epochs(digits, monkeypatch):
         )
 
 
+@pytest.mark.parametrize("candidates", [7, 0.05])
+def test_sampled_candidates_vote_over_drawn_rows_with_gradients_through_both(candidates, digits, monkeypatch):
+    # ModernNCA's stochastic neighbour sampling: each step draws m stored rows, embeds them with the
+    # batch, and votes densely over them (eq. 7 with importance weights), the row's own centre left
+    # out; gradients reach the embedding through the query and through the candidates. No search.
+    X_train, _, y_train, _ = digits
+    X, y = X_train[:200], y_train[:200]
+    searches = _spy_queries(monkeypatch)
+    clf = NNGKClassifier(n_neighbors=4, sigma=2.0, candidates=candidates, **{**FAST, "max_epochs": 3})
+    clf.fit(X, y)
+    assert not [c for c in searches if c[1] is not None]  # training searched nothing
+    module = clf.module_.double()
+    Xb = torch.as_tensor(X[:20], dtype=torch.float64)
+    ids = torch.arange(20)
+    clf._row_center_map = torch.arange(200)
+    state = clf._generator.get_state()
+    loss = clf._loss(Xb, torch.as_tensor(clf.classes_.searchsorted(y[:20])), ids)
+    grads = torch.autograd.grad(loss, list(module.embedding.parameters()))
+    # By hand, with the same draw; and the same with the candidates detached, which must differ.
+    clf._generator.set_state(state)
+    m = candidates if isinstance(candidates, int) else round(candidates * 200)
+    drawn = torch.randperm(200, generator=clf._generator)[:m]
+    z, c = module(Xb), module(clf.memory_.X[drawn].double())
+    target = torch.as_tensor(clf.classes_.searchsorted(y[:20]))
+
+    def by_hand(c):
+        sq = ((z[:, None] - c[None]) ** 2).sum(-1)
+        log_w = -sq / (2 * module.sigma**2) + module.log_importance[drawn]
+        w = torch.softmax(log_w.masked_fill(drawn[None, :] == ids[:, None], float("-inf")), 1)
+        p = (w @ torch.nn.functional.one_hot(clf.memory_.y[drawn], 10).double() + VOTE_FLOOR) / (
+            1 + 10 * VOTE_FLOOR
+        )
+        return -torch.log(p[torch.arange(20), target]).mean()
+
+    expected = by_hand(c)
+    torch.testing.assert_close(loss, expected, rtol=1e-10, atol=1e-12)
+    params = list(module.embedding.parameters())
+    for g, e, d in zip(
+        grads,
+        torch.autograd.grad(expected, params, retain_graph=True),
+        torch.autograd.grad(by_hand(c.detach()), params),
+    ):
+        torch.testing.assert_close(g, e, rtol=1e-8, atol=1e-12)
+        assert not torch.allclose(g, d, rtol=1e-6, atol=0)
+
+
+def test_sampled_candidates_learn_and_predict_with_the_final_centres(digits):
+    X_train, X_test, y_train, y_test = digits
+    clf = NNGKClassifier(candidates=64, **{**FAST, "max_epochs": 10}).fit(X_train, y_train)
+    assert clf.score(X_test, y_test) > 0.9
+    with torch.no_grad():  # prediction searches the centres embedded by the final network
+        np.testing.assert_allclose(
+            clf.index_.keys.numpy(), clf.module_(clf.centers_X_).numpy(), rtol=1e-5, atol=1e-6
+        )
+
+
 def test_partial_fit_adds_the_new_examples_as_centres(digits):
     X_train, X_test, y_train, y_test = digits
     clf = NNGKClassifier(n_neighbors=8, **FAST)
