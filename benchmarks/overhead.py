@@ -24,6 +24,10 @@ would measure the load, not the library), after an untimed warm-up fit of every 
    - MetaNeighborhoodsRegressor: the same estimator with ``n_inner_steps=0`` (the vanilla network of
      ``meta-neighborhoods-regression``).
 
+   ``VARIANTS`` run beside them as estimators of their own, with the softmax twin: NNGK and the Impostor
+   Network trained against ``candidates`` stored rows drawn per step (no search while training) instead
+   of the paper's search, so the two procedures are compared on the same seeds.
+
    Fit seconds run up to a model ready to predict: SemiparametricClassifier's index over its stored
    examples, which it builds on first use, is built inside the timing (as in ``semiparametric-speed``).
    Predict seconds are one ``predict`` of the queries. The twin is fitted right before its estimator,
@@ -111,7 +115,16 @@ CLASSIFIERS = (
     "ImpostorClassifier",
     "MetaNeighborhoodsClassifier",
 )
-RETRIEVAL = ("SemiparametricClassifier", "MbPAClassifier", "NNGKClassifier", "ImpostorClassifier")
+# Training modes that are not the paper's, measured beside it (same twin, same parts): NNGK and the
+# Impostor Network against `candidates` stored rows drawn per step instead of a search (ModernNCA's
+# stochastic neighbour sampling). name -> (class, parameters).
+VARIANTS = {
+    "NNGKClassifier(candidates=128)": ("NNGKClassifier", {"candidates": 128}),
+    "NNGKClassifier(candidates=512)": ("NNGKClassifier", {"candidates": 512}),
+    "ImpostorClassifier(candidates=1024)": ("ImpostorClassifier", {"candidates": 1024}),
+}
+CLASSIFIERS += tuple(VARIANTS)
+RETRIEVAL = ("SemiparametricClassifier", "MbPAClassifier", "NNGKClassifier", "ImpostorClassifier", *VARIANTS)
 REGRESSOR = "MetaNeighborhoodsRegressor"
 SOFTMAX_TWIN = 'SemiparametricClassifier("parametric", head_layer_sizes=())'
 TWINS = {
@@ -119,6 +132,7 @@ TWINS = {
     "MbPAClassifier": SOFTMAX_TWIN,
     "NNGKClassifier": SOFTMAX_TWIN,
     "ImpostorClassifier": SOFTMAX_TWIN,
+    **{name: SOFTMAX_TWIN for name in VARIANTS},
     "MetaNeighborhoodsClassifier": "MetaNeighborhoodsClassifier(n_inner_steps=0, aux_weight=0)",
     REGRESSOR: "MetaNeighborhoodsRegressor(n_inner_steps=0)",
 }
@@ -127,7 +141,8 @@ TWINS = {
 def _estimator(name: str, **params):
     import sksemiparam
 
-    return getattr(sksemiparam, name)(**params)
+    name, extra = VARIANTS.get(name, (name, {}))
+    return getattr(sksemiparam, name)(**extra, **params)
 
 
 def _twin(name: str, **params):
@@ -549,7 +564,8 @@ def plot(report: dict[str, Any], path: str) -> None:
 
     s = report["summary"]
     short = {
-        n: n.replace("Classifier", "").replace("Regressor", " (reg.)") for n in (*CLASSIFIERS, REGRESSOR)
+        n: n.replace("Classifier", "").replace("Regressor", " (reg.)").replace("candidates=", "m=")
+        for n in (*CLASSIFIERS, REGRESSOR)
     }
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.5), constrained_layout=True)
     names = [*CLASSIFIERS, REGRESSOR]
