@@ -388,7 +388,11 @@ class NeighborIndex:
         # One more with ``exclude``: a query's own key may be among them (the float64 stage drops it).
         n_candidates = min(n_keys, k + _RESCORE_MARGIN + (exclude is not None))
         with _exact_arithmetic(self.keys.device):
-            scale = _ExactScale(self.keys)
+            scale = self.__dict__.get("_exact_scale")
+            # Recomputed when build, add or to replaced the keys, or something wrote into them (a
+            # memory whose storage the keys share: views share the version counter).
+            if scale is None or scale.keys is not self.keys or scale.version != self.keys._version:
+                scale = self._exact_scale = _ExactScale(self.keys)
             dists, ids, unsure = [], [], []
             for qs in range(0, queries.shape[0], _EXACT_QUERY_BLOCK):
                 q = queries[qs : qs + _EXACT_QUERY_BLOCK]
@@ -482,6 +486,7 @@ class NeighborIndex:
         state = self.__dict__.copy()
         state["_graph"] = None  # rebuilt on first query after unpickling (faiss indexes do not pickle)
         state["_graph_size"] = 0
+        state.pop("_exact_scale", None)  # derived from the keys, recomputed on first query
         if self._keys is not None:
             state["_keys"] = self._keys.detach().cpu()
         return state
@@ -616,8 +621,9 @@ def _object_bytes(obj, shared: np.ndarray | None, depth: int = 0, seen: set | No
 
 
 class _ExactScale:
-    """What exact search precomputes from the stored keys once per query call: their float64 squared
-    norms, the float32 shifted norms ``(1 - nu) |k|^2`` its scores start from, and its tolerances.
+    """What exact search precomputes from the stored keys, kept by the index until the keys change:
+    their float64 squared norms, the float32 shifted norms ``(1 - nu) |k|^2`` its scores start from,
+    and its tolerances.
 
     ``nu = 8 d eps`` exceeds the rounding of a float32 score ``(1 - nu) |k|^2 - 2 q.k``, a dot product
     of length d + 1 (at most ``(d + 1) eps / 2 (|k|^2 + 2 |q| |k|)``, with ``eps`` float32's machine
@@ -629,6 +635,7 @@ class _ExactScale:
         d = keys.shape[1]
         eps = torch.finfo(torch.float32).eps
         self.keys = keys
+        self.version = keys._version
         self.n_keys = keys.shape[0]
         self.norms64 = torch.empty(keys.shape[0], dtype=torch.float64, device=keys.device)
         step = max(1, _FLOAT64_ELEMENTS // max(d, 1))  # a float64 copy of a million keys: too large

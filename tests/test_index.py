@@ -272,6 +272,20 @@ def _widened_rows(monkeypatch):
     return calls
 
 
+def test_keys_written_in_place_after_build_are_searched_as_they_are_now():
+    # Exact search keeps its per-key norms between queries; a memory whose storage the keys share
+    # may write into them (MbPA's ring), and the next query must see the new keys.
+    storage = torch.from_numpy(clustered(200))
+    index = NeighborIndex("exact").build(storage[:100])
+    queries = torch.from_numpy(clustered(30, seed=5))
+    index.query(queries, 3)
+    storage[:100] = storage[100:].clone()
+    dist, ids = index.query(queries, 3)
+    bd, bi = brute_force(storage[:100].double().numpy(), queries.double().numpy(), 3)
+    np.testing.assert_array_equal(ids.numpy(), bi)
+    np.testing.assert_allclose(dist.numpy(), bd, rtol=1e-5)
+
+
 def test_a_few_huge_keys_leave_the_other_queries_to_the_fast_stage(monkeypatch):
     # One key 200x larger than the rest used to make every query "unsure" (the float32 error bound
     # took the largest key norm) and send it to a float64 scan of every key. The bound is per key now.
