@@ -104,6 +104,8 @@ def adapt_and_predict(
     -------
     Tensor (n, n_classes): log-probabilities under the adapted parameters.
     """
+    if steps == 0:  # theta_0: the parametric prediction, exactly
+        return torch.log_softmax(head(queries), dim=1)
     layers = linear_relu_layers(head)
     if layers is None:
         return _adapt_with_vmap(head, queries, keys, labels, weights, steps=steps, lr=lr, reg=reg)
