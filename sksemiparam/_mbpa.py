@@ -28,8 +28,10 @@ class MbPAClassifier(RetrievalMixin, TorchClassifierBase):
     nearest to q = f(x) are retrieved, weighted by 1 / (epsilon + ||h - q||^2) (normalised), and the
     parameters theta of g take ``adapt_steps`` gradient steps on the weighted log-likelihood of the
     neighbours plus the pull-back ``adapt_reg * ||theta - theta_0||^2`` (the paper's eq. 1); the
-    query is predicted with the adapted parameters, which are then discarded. All queries adapt in
-    parallel (``torch.func.vmap``).
+    query is predicted with the adapted parameters, which are then discarded. All queries adapt
+    together, without a loop over queries: the steps are written out in closed form, and the first
+    layer of g, whose update lies in the span of the K neighbours' keys, adapts in that span
+    (``sksemiparam.nn.adapt_and_predict``).
 
     Parameters
     ----------
