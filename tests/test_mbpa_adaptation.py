@@ -163,6 +163,9 @@ def test_estimator_predicts_the_per_query_reference_in_float64(params, digits, m
     expected = _per_query_reference(
         head, q.double(), keys.double(), labels, weights.double(), steps=4, lr=0.1, reg=0.2
     ).numpy()
-    np.testing.assert_allclose(clf.predict_log_proba(X), expected, **TOL)
-    monkeypatch.setattr(sksemiparam._mbpa, "_ADAPT_CHUNK_FLOATS", 1)  # one query per chunk
-    np.testing.assert_allclose(clf.predict_log_proba(X), expected, **TOL)
+    full = clf.predict_log_proba(X)
+    np.testing.assert_allclose(full, expected, **TOL)
+    # Batch invariance (test_batch_invariance.py's tolerance): a row alone, and one query per chunk.
+    np.testing.assert_allclose(clf.predict_log_proba(X[5:6]), full[5:6], rtol=1e-12, atol=1e-13)
+    monkeypatch.setattr(sksemiparam._mbpa, "_ADAPT_CHUNK_FLOATS", 1)
+    np.testing.assert_allclose(clf.predict_log_proba(X), full, rtol=1e-12, atol=1e-13)
