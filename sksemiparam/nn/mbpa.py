@@ -176,18 +176,19 @@ def _adapt_linear_relu(layers, queries, keys, labels, weights, *, steps, lr, reg
     n, k, key_dim = keys.shape
     dtype = _compute_dtype(queries, keys, weights, *(p for layer in layers for p in layer.parameters()))
     queries, keys, weights = queries.to(dtype), keys.to(dtype), weights.to(dtype).unsqueeze(-1)
-    theta0 = [(layer.weight.detach().to(dtype), _detached(layer.bias, dtype)) for layer in layers]
+    # Each layer as (W^T (in, out), b): per-query W^T (n, in, out) keeps the products contiguous.
+    theta0 = [(layer.weight.detach().to(dtype).mT, _detached(layer.bias, dtype)) for layer in layers]
     target = (labels[..., None] == torch.arange(layers[-1].out_features, device=labels.device)).to(dtype)
     low_rank = k < key_dim
     pre = None
     if low_rank:  # the first layer in the span of the neighbours' keys (and the bias's 1)
-        (w1, b1), theta0 = theta0[0], theta0[1:]
+        (w1t, b1), theta0 = theta0[0], theta0[1:]
         one = float(b1 is not None)
-        keys_pre = _linear(keys, w1, b1)  # (n, K, out): Z_0
+        keys_pre = _linear(keys, w1t, b1)  # (n, K, out): Z_0
         gram = torch.matmul(keys, keys.mT) + one  # (n, K, K)
-        query_pre = _linear(queries, w1, b1)  # (n, out): z_0
+        query_pre = _linear(queries, w1t, b1)  # (n, out): z_0
         query_gram = torch.matmul(keys, queries.unsqueeze(-1)).mT + one  # (n, 1, K)
-        coef = keys_pre.new_zeros(n, k, w1.shape[0])  # C
+        coef = keys_pre.new_zeros(n, k, w1t.shape[1])  # C
     theta = theta0
     for _ in range(steps):
         if low_rank:
@@ -197,13 +198,13 @@ def _adapt_linear_relu(layers, queries, keys, labels, weights, *, steps, lr, reg
         delta = _softmax(logits).sub_(target).mul_(weights)
         grads = []
         for i in reversed(range(len(theta))):
-            w, b = theta[i]
-            grads.append((torch.matmul(delta.mT, inputs[i]), None if b is None else delta.sum(1)))
+            wt, b = theta[i]
+            grads.append((torch.matmul(inputs[i].mT, delta), None if b is None else delta.sum(1)))
             if i > 0 or low_rank:  # back through the ReLU before layer i, as autograd does it
-                delta = torch.ops.aten.threshold_backward(torch.matmul(delta, w), inputs[i], 0)
+                delta = torch.ops.aten.threshold_backward(torch.matmul(delta, wt.mT), inputs[i], 0)
         theta = [
-            (_descend(w, w0, gw, lr, reg), None if b is None else _descend(b, b0, gb, lr, reg))
-            for (w, b), (w0, b0), (gw, gb) in zip(theta, theta0, reversed(grads))
+            (_descend(wt, wt0, gwt, lr, reg), None if b is None else _descend(b, b0, gb, lr, reg))
+            for (wt, b), (wt0, b0), (gwt, gb) in zip(theta, theta0, reversed(grads))
         ]
         if low_rank:  # C - lr (delta + 2 reg C), in place (C is ours)
             coef = coef.mul_(1 - 2 * lr * reg).add_(delta, alpha=-lr)
@@ -226,9 +227,9 @@ def _detached(p: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None
     return None if p is None else p.detach().to(dtype)
 
 
-def _linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
-    """x (n, m, in) @ w^T + b, with w (out, in) shared or (n, out, in) per query."""
-    z = torch.matmul(x, w.mT)
+def _linear(x: torch.Tensor, wt: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+    """x (n, m, in) @ W^T + b, with W^T (in, out) shared or (n, in, out) per query."""
+    z = torch.matmul(x, wt)
     return z if b is None else z.add_(b.unsqueeze(-2))
 
 
@@ -244,16 +245,16 @@ def _descend(p, p0, g, lr, reg):
 
 
 def _forward_explicit(x, pre, theta):
-    """Through linear layers theta, [(W (out, in) or (n, out, in), b (out,), (n, out) or None)], with
-    a ReLU before each but the first: from x (n, m, in), or from ``pre``, pre-activations (n, m, width)
-    of a layer before them (then every layer has its ReLU, applied in place). Returns each layer's
-    input and the output."""
+    """Through linear layers theta, [(W^T (in, out) or (n, in, out), b (out,), (n, out) or None)],
+    with a ReLU before each but the first: from x (n, m, in), or from ``pre``, pre-activations
+    (n, m, width) of a layer before them (then every layer has its ReLU, applied in place). Returns
+    each layer's input and the output."""
     inputs = []
     z = pre
-    for w, b in theta:
+    for wt, b in theta:
         a = x if z is None else z.relu_()
         inputs.append(a)
-        z = _linear(a, w, b)
+        z = _linear(a, wt, b)
     return inputs, z
 
 
