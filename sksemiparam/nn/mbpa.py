@@ -165,13 +165,14 @@ def _adapt_linear_relu(layers, queries, keys, labels, weights, *, steps, lr, reg
     """adapt_and_predict for ``Linear (ReLU Linear)*``: the same steps, gradients written out.
 
     Backpropagation through the stack is done by hand on (n, K, width) activations, with
-    per-query weights (n, out, in) for every layer but possibly the first. The first layer's
-    gradient is delta^T [h, 1] (delta: its pre-activations' gradient (K, out); [h, 1]: the keys
-    with a 1 for the bias), and the pull-back's gradient 2 reg (W - W_0) stays in the same span, so
-    W_t = W_0 + C_t^T [h, 1] with C_{t+1} = C_t - lr (delta_t + 2 reg C_t), C_0 = 0. Its
-    pre-activations are then Z_0 + G C_t for the neighbours (G = [h, 1] [h, 1]^T, K x K) and
-    z_0 + [q, 1] [h, 1]^T C_t for the query: a step costs O(K^2 out) instead of O(K e out). This
-    form is used when K < e; otherwise the first layer keeps per-query weights like the others.
+    per-query weights (stored transposed, (n, in, out)) for every layer but possibly the first.
+    The first layer's gradient is delta^T [h, 1] (delta: its pre-activations' gradient (K, out);
+    [h, 1]: the keys with a 1 for the bias), and the pull-back's gradient 2 reg (W - W_0) stays in
+    the same span, so W_t = W_0 + C_t^T [h, 1] with C_{t+1} = C_t - lr (delta_t + 2 reg C_t),
+    C_0 = 0. Its pre-activations are then Z_0 + G C_t for the neighbours (G = [h, 1] [h, 1]^T,
+    K x K) and z_0 + [q, 1] [h, 1]^T C_t for the query: a step costs O(K^2 out) instead of
+    O(K e out). This form is used when K < e; otherwise the first layer keeps per-query weights
+    like the others.
     """
     n, k, key_dim = keys.shape
     dtype = _compute_dtype(queries, keys, weights, *(p for layer in layers for p in layer.parameters()))
