@@ -11,8 +11,9 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from ._base import TorchClassifierBase
 from ._memory import ExampleMemory, RetrievalMixin, row_identities
 from .nn import MbPANet, adapt_and_predict, memory_kernel_weights, memory_vote
+from .nn.mbpa import adaptation_floats
 
-# Per-query parameter copies during adaptation: about this many floats at once.
+# Queries adapted together hold about this many floats at once (retrieved keys and adaptation state).
 _ADAPT_CHUNK_FLOATS = 2**24
 # log(p) floor of the memory-only and mixture outputs (a class no neighbour votes for).
 _MIN_PROBA = 1e-12
@@ -27,8 +28,10 @@ class MbPAClassifier(RetrievalMixin, TorchClassifierBase):
     nearest to q = f(x) are retrieved, weighted by 1 / (epsilon + ||h - q||^2) (normalised), and the
     parameters theta of g take ``adapt_steps`` gradient steps on the weighted log-likelihood of the
     neighbours plus the pull-back ``adapt_reg * ||theta - theta_0||^2`` (the paper's eq. 1); the
-    query is predicted with the adapted parameters, which are then discarded. All queries adapt in
-    parallel (``torch.func.vmap``).
+    query is predicted with the adapted parameters, which are then discarded. All queries adapt
+    together, without a loop over queries: the steps are written out in closed form, and the first
+    layer of g, whose update lies in the span of the K neighbours' keys, adapts in that span
+    (``sksemiparam.nn.adapt_and_predict``).
 
     Parameters
     ----------
@@ -279,33 +282,38 @@ class MbPAClassifier(RetrievalMixin, TorchClassifierBase):
         q = module.embed(X)
         if self.inference == "parametric":
             return torch.log_softmax(module.head(q), dim=1)
+        if self.inference == "adapt":
+            self._check_adaptation()
         k = self._n_neighbors(len(self.memory_))
         # Search without gradients, then re-score the retrieved keys.
         with torch.no_grad():
             _, ids = self.index_.query(q.detach(), k)
-        keys, labels = self.memory_.keys[ids], self.memory_.y[ids]
-        weights = memory_kernel_weights((q[:, None, :] - keys).square().sum(-1), self.kernel_epsilon)
+        if self.inference == "adapt":
+            return self._adapt(q, ids)
+        keys, labels, weights = self._neighbours(q, ids)
         if self.inference == "memory":
             return torch.log(memory_vote(labels, weights, module.n_classes).clamp_min(_MIN_PROBA))
-        if self.inference == "mixture":
-            p = self.mixture_weight * torch.softmax(module.head(q), dim=1)
-            p = p + (1.0 - self.mixture_weight) * memory_vote(labels, weights, module.n_classes)
-            return torch.log(p.clamp_min(_MIN_PROBA))
-        self._check_adaptation()
-        n_params = sum(p.numel() for p in module.head.parameters())
-        step = max(1, _ADAPT_CHUNK_FLOATS // (n_params * max(self.adapt_steps, 1)))
-        return torch.cat(
-            [
-                adapt_and_predict(
-                    module.head,
-                    q[s : s + step],
-                    keys[s : s + step],
-                    labels[s : s + step],
-                    weights[s : s + step],
-                    steps=self.adapt_steps,
-                    lr=self.adapt_lr,
-                    reg=self.adapt_reg,
-                )
-                for s in range(0, q.shape[0], step)
-            ]
-        )
+        # "mixture"
+        p = self.mixture_weight * torch.softmax(module.head(q), dim=1)
+        p = p + (1.0 - self.mixture_weight) * memory_vote(labels, weights, module.n_classes)
+        return torch.log(p.clamp_min(_MIN_PROBA))
+
+    def _neighbours(self, q, ids):
+        """The retrieved entries' keys (n, K, e) and labels (n, K), and their kernel weights (n, K)."""
+        keys, labels = self.memory_.keys[ids], self.memory_.y[ids]
+        sq_dist = (keys - q[:, None, :]).square_().sum(-1)  # in place: one (n, K, e) temporary
+        return keys, labels, memory_kernel_weights(sq_dist, self.kernel_epsilon)
+
+    def _adapt(self, q, ids):
+        """MbPA's prediction (eq. 1), over chunks of queries that bound the memory it takes."""
+        head, (k, dim) = self.module_.head, (ids.shape[1], q.shape[1])
+        # Per query: the gathered keys, their difference to the query, and the adaptation's state.
+        per_query = 2 * k * dim + adaptation_floats(head, k, dim, self.adapt_steps)
+        step = max(1, _ADAPT_CHUNK_FLOATS // per_query)
+        out = []
+        for s in range(0, q.shape[0], step):
+            chunk = q[s : s + step]
+            keys, labels, weights = self._neighbours(chunk, ids[s : s + step])
+            settings = {"steps": self.adapt_steps, "lr": self.adapt_lr, "reg": self.adapt_reg}
+            out.append(adapt_and_predict(head, chunk, keys, labels, weights, **settings))
+        return torch.cat(out)
