@@ -7,7 +7,7 @@ from sklearn.datasets import load_diabetes, make_regression
 from torch import nn
 
 from sksemiparam import MetaNeighborhoodsClassifier, MetaNeighborhoodsRegressor
-from sksemiparam.nn import CosineLinear, MetaNeighborhoodsNet, dictionary_attention
+from sksemiparam.nn import CosineLinear, MetaNeighborhoodsNet, dictionary_attention, meta_neighborhoods
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
@@ -146,6 +146,24 @@ def test_fast_inner_steps_equal_the_per_query_autograd_copy(task, inner_lr, firs
         scale = float(b.abs().max())
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-9, atol=1e-11 * max(scale, 1.0), err_msg=name)
     assert net.keys.grad.abs().sum() > 0 and net.values.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("per_row", [False, True])
+def test_rows_in_chunks_give_the_same_outputs_and_gradients(per_row, monkeypatch):
+    """Per-query inner steps go in chunks of rows (memory at prediction); one row per chunk changes nothing."""
+    net, z, ids = _adaptation_case("classification", "diagonal", False, per_row, 2, (7, 6))
+
+    def run():
+        net.zero_grad()
+        keys, values = (net.keys, net.values) if ids is None else (net.keys[ids], net.values[ids])
+        out = net.adapted_outputs(z, dictionary_attention(z, keys, net.gamma, net.similarity), keys, values)
+        out.sin().sum().backward()
+        return [out.detach().clone()] + [p.grad.clone() for p in net.parameters()]
+
+    whole = run()
+    monkeypatch.setattr(meta_neighborhoods, "_CHUNK_ELEMENTS", 1)
+    for a, b in zip(run(), whole):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-12, atol=1e-14)
 
 
 def test_diagonal_rates_match_the_output_network():

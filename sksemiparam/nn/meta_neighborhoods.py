@@ -43,6 +43,9 @@ def dictionary_attention(z: torch.Tensor, keys: torch.Tensor, gamma: float, simi
     return torch.softmax(scores, dim=1)
 
 
+# Rows per chunk of the per-query inner steps: at most this many elements in a per-query tensor
+# (n x width x S): 2**24 is 128 MB in float64, a batch of 128 rows with S = 1000 and 128 units.
+_CHUNK_ELEMENTS = 2**24
 # F.normalize's eps: x / max(||x||, eps).
 _NORM_EPS = 1e-12
 
@@ -221,24 +224,51 @@ class MetaNeighborhoodsNet(nn.Module):
         ``keys``/``values`` are the whole dictionary (S, .) or each row's entries (n, k, .).
         The entries' losses are differentiated by hand (the forward and backward of f written
         out), so training backpropagates through one ordinary graph, with no second-order autograd
-        call. The first step's per-entry terms do not depend on the query: they are computed once
-        and mixed by omega. One step with a scalar rate never forms a query's adapted weights
-        (:meth:`_low_rank_linear`); otherwise each query's adapted parameters are formed (one matrix
-        product with omega per layer) and each later step runs the entries through each query's
-        own f with batched matrix products. :meth:`reference_outputs` computes the same function.
+        call. The first step's entry terms do not depend on the query: they are computed once and
+        mixed by omega. Each later step forms the queries' parameters (one product with omega per
+        layer) and runs the entries through each query's own f with batched products. The last
+        step with a scalar rate never forms a query's adapted weights (:meth:`_low_rank_outputs`).
+        Rows with their own copies of the entries go in chunks, which bounds the memory of a large
+        prediction. :meth:`reference_outputs` computes the same function.
         """
         keys, values = keys.transpose(-1, -2), values.transpose(-1, -2)  # entries as columns
         targets = values if self.task == "regression" else torch.softmax(values, dim=-2)
-        point = self._head_params(detach=self.first_order)
-        entries = self._entry_pass(point, keys, targets)
-        if self.n_inner_steps == 1 and not isinstance(self.inner_lr, nn.ParameterDict):
-            return self._low_rank_outputs(z, omega, entries, point)
-        params = self._inner_update(self._head_params(), self._inner_grads(entries, omega, point))
+        params = self._head_params()
+        point = self._head_params(detach=True) if self.first_order else params
+        per_row = keys.ndim == 3  # each row's own entries
+        entries = None if per_row else self._entry_pass(point, keys, targets)
+        chunk = n = z.shape[0]
+        if per_row or self.n_inner_steps > 1 or isinstance(self.inner_lr, nn.ParameterDict):  # per-query tensors
+            widest = max([keys.shape[-1] * w for w in self._head_widths] + [p.numel() for p in self.head.parameters()])
+            chunk = max(1, _CHUNK_ELEMENTS // widest)
+
+        def rows(t, s):
+            return t[s : s + chunk] if per_row else t
+
+        return torch.cat(
+            [
+                self._adapt(z[s : s + chunk], omega[s : s + chunk], rows(keys, s), rows(targets, s), params, point, entries)
+                for s in range(0, n, chunk)
+            ]
+        )
+
+    def _adapt(self, z, omega, keys, targets, params, point, entries: _Entries | None) -> torch.Tensor:
+        """The inner steps of the rows z, from the entries at phi when given (shared)."""
+        if entries is None:
+            entries = self._entry_pass(point, keys, targets)
         for _ in range(1, self.n_inner_steps):
+            params = self._inner_update(params, self._inner_grads(entries, omega, point))
             point = [{n: p.detach() for n, p in layer.items()} for layer in params] if self.first_order else params
-            grads = self._inner_grads(self._entry_pass(point, keys, targets), omega, point)
-            params = self._inner_update(params, grads)
+            entries = self._entry_pass(point, keys, targets)
+        if not isinstance(self.inner_lr, nn.ParameterDict):  # the last step: no query's adapted weights
+            return self._low_rank_outputs(z, omega, entries, params, point)
+        params = self._inner_update(params, self._inner_grads(entries, omega, point))
         return self._head_forward(params, z.unsqueeze(-1))[1].squeeze(-1)
+
+    @property
+    def _head_widths(self) -> list[int]:
+        """The widths of f's layers' outputs (the hidden layers', then n_outputs)."""
+        return [self.head[i].weight.shape[0] for i in self._param_layers]
 
     @property
     def _param_layers(self) -> range:
@@ -335,28 +365,36 @@ class MetaNeighborhoodsNet(nn.Module):
             for i, layer, g in zip(self._param_layers, layers, grads)
         ]
 
-    def _low_rank_outputs(self, z, omega, entries: _Entries, point) -> torch.Tensor:
-        """One step with a scalar alpha, without forming any query's adapted Linear weights.
+    def _low_rank_outputs(self, z, omega, entries: _Entries, params, point) -> torch.Tensor:
+        """The last step with a scalar alpha, without forming any query's adapted Linear weights.
 
         The inner gradient is linear in omega: for a Linear layer with inputs a_j and output
         gradients delta_j on the entries, grad_W = sum_j omega_ij delta_j a_j^T, so
         (W - alpha grad_W) h_i + b - alpha grad_b = W h_i + b - alpha sum_j omega_ij (a_j . h_i + 1)
-        delta_j: two matrix products of n x S x width per layer. A ``CosineLinear`` output layer
-        needs the norms of its adapted rows, so its adapted weight is formed (n x S x outputs x in).
+        delta_j: two products of n x S x width per layer instead of n x S x width^2 (the entries
+        shared by all queries after one step, each query's own after more). A ``CosineLinear``
+        output layer needs the norms of its adapted rows, so its adapted weight is formed.
+        ``params``: phi (one step) or each query's parameters before this step.
         """
-        modules, h = [self.head[i] for i in self._param_layers], z
-        for module, a, delta in zip(modules[:-1], entries.inputs, entries.deltas):
-            h = torch.relu(self._low_rank_linear(h, omega, a, delta, module, self.inner_lr))
+        shared = params[0]["weight"].ndim == 2
+        h, modules = z, [self.head[i] for i in self._param_layers]
+        for p, module, a, delta in zip(params[:-1], modules, entries.inputs, entries.deltas):
+            h = torch.relu(self._low_rank_linear(h, omega, a, delta, p, self.inner_lr, module if shared else None))
         if entries.cosine is None:
-            return self._low_rank_linear(h, omega, entries.inputs[-1], entries.grad_out, modules[-1], self.inner_lr)
+            layer = modules[-1] if shared else None
+            return self._low_rank_linear(h, omega, entries.inputs[-1], entries.grad_out, params[-1], self.inner_lr, layer)
         grads = self._cosine_grads(entries, omega, point[-1])
-        adapted = {n: p - self.inner_lr * grads[n] for n, p in modules[-1].named_parameters()}
+        adapted = {n: p - self.inner_lr * grads[n] for n, p in params[-1].items()}
         return self._head_forward([adapted], h.unsqueeze(-1))[1].squeeze(-1)
 
     @staticmethod
-    def _low_rank_linear(h, omega, a, delta, layer: nn.Linear, rate) -> torch.Tensor:
-        """(W - rate grad_W) h + b - rate grad_b for the rows h (n, in), grad_W never formed."""
-        return layer(h) - rate * _mix(omega * (_dots(h, a) + 1.0), delta)
+    def _low_rank_linear(h, omega, a, delta, p, rate, layer: nn.Linear | None) -> torch.Tensor:
+        """(W - rate grad_W) h + b - rate grad_b for the rows h (n, in), grad_W never formed.
+
+        ``p``: W and b, shared (the module ``layer`` itself) or per query (n, out, in) and (n, out).
+        """
+        base = layer(h) if layer is not None else (p["weight"] @ h.unsqueeze(-1)).squeeze(-1) + p["bias"]
+        return base - rate * _mix(omega * (_dots(h, a) + 1.0), delta)
 
     def reference_outputs(
         self, z: torch.Tensor, omega: torch.Tensor, keys: torch.Tensor, values: torch.Tensor
