@@ -89,7 +89,7 @@ def _dots(h: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
 class _Entries(NamedTuple):
     """The dictionary entries through f, by hand, as columns: each layer's input a_l, the loss
     gradient at each hidden layer's pre-activation and at f's output, and a ``CosineLinear`` output
-    layer's pieces (the normalised inputs and weight, and the cosines)."""
+    layer's pieces (the normalised inputs and weight, and the weight times the scale)."""
 
     inputs: list[torch.Tensor]
     deltas: list[torch.Tensor]
@@ -297,8 +297,8 @@ class MetaNeighborhoodsNet(nn.Module):
         if "scale" not in out:
             return inputs, out["weight"] @ x + out["bias"].unsqueeze(-1), None
         unit_x, unit_w = _normalized(x, -2), _normalized(out["weight"], -1)
-        cos = unit_w[0] @ unit_x[0]
-        return inputs, out["scale"][..., None, None] * cos, (unit_x, unit_w, cos)
+        scaled = out["scale"][..., None, None] * unit_w[0]  # scale the weight (C x in), not the logits
+        return inputs, scaled @ unit_x[0], (unit_x, unit_w, scaled)
 
     def _entry_pass(self, layers, keys, targets) -> _Entries:
         """Forward and backward of L(f(k_j), v_j) on every entry (columns), by hand, omega not applied.
@@ -316,9 +316,8 @@ class MetaNeighborhoodsNet(nn.Module):
             if cosine is None:
                 grad = out["weight"].transpose(-1, -2) @ grad_out
             else:
-                unit_x, (unit_w, _, _), _ = cosine
-                grad = out["scale"][..., None, None] * (unit_w.transpose(-1, -2) @ grad_out)
-                grad = _normalized_backward(grad, *unit_x, dim=-2)
+                unit_x, _, scaled = cosine
+                grad = _normalized_backward(scaled.transpose(-1, -2) @ grad_out, *unit_x, dim=-2)
             for index in range(len(layers) - 2, -1, -1):
                 deltas.insert(0, grad * (inputs[index + 1] > 0))  # through the ReLU
                 if index:
@@ -347,16 +346,15 @@ class MetaNeighborhoodsNet(nn.Module):
     @staticmethod
     def _cosine_grads(entries: _Entries, omega, out) -> dict[str, torch.Tensor]:
         """The inner gradient of a ``CosineLinear`` output layer: its weight (through the
-        normalisation) and its scale."""
-        (unit_x, _, _), unit_w, cos = entries.cosine
+        normalisation) and its scale, sum_j omega_j e_j . (W_unit x_unit_j) = sum(W_unit * mixed)."""
+        (unit_x, _, _), unit_w, _ = entries.cosine
         grad_out = entries.grad_out
         if grad_out.ndim == 2:  # shared entries
-            d_unit_w, scale = _mix_outer(omega, grad_out, unit_x), omega @ (grad_out * cos).sum(0)
+            mixed = _mix_outer(omega, grad_out, unit_x)
         else:
-            weighted = omega.unsqueeze(-2) * grad_out
-            d_unit_w, scale = weighted @ unit_x.transpose(-1, -2), (weighted * cos).sum((-2, -1))
-        d_unit_w = out["scale"][..., None, None] * d_unit_w
-        return {"weight": _normalized_backward(d_unit_w, *unit_w, dim=-1), "scale": scale}
+            mixed = (omega.unsqueeze(-2) * grad_out) @ unit_x.transpose(-1, -2)
+        d_unit_w = out["scale"][..., None, None] * mixed
+        return {"weight": _normalized_backward(d_unit_w, *unit_w, dim=-1), "scale": (mixed * unit_w[0]).sum((-2, -1))}
 
     def _inner_update(self, layers, grads) -> list[dict[str, torch.Tensor]]:
         """phi - alpha grad, layer by layer (per query where the gradients carry a leading n)."""
