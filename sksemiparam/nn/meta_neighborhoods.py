@@ -58,7 +58,7 @@ def _normalized(x: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor, 
 
 
 def _normalized_backward(grad, unit, clamped, unclamped, dim: int) -> torch.Tensor:
-    """The gradient in x of ``F.normalize(x, dim=dim)`` from the gradient in its output (autograd's formula)."""
+    """The gradient in x of ``F.normalize(x, dim=dim)`` from the gradient in its output, as autograd's."""
     return (grad - unclamped * (unit * grad).sum(dim, keepdim=True) * unit) / clamped
 
 
@@ -84,6 +84,10 @@ def _dots(h: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
     if a.ndim == 2:
         return h @ a
     return (h.unsqueeze(-2) @ a).squeeze(-2)
+
+
+def _detached(layers: list[dict[str, torch.Tensor]]) -> list[dict[str, torch.Tensor]]:
+    return [{n: p.detach() for n, p in layer.items()} for layer in layers]
 
 
 class _Entries(NamedTuple):
@@ -237,20 +241,24 @@ class MetaNeighborhoodsNet(nn.Module):
         point = self._head_params(detach=True) if self.first_order else params
         per_row = keys.ndim == 3  # each row's own entries
         entries = None if per_row else self._entry_pass(point, keys, targets)
-        chunk = n = z.shape[0]
-        if per_row or self.n_inner_steps > 1 or isinstance(self.inner_lr, nn.ParameterDict):  # per-query tensors
-            widest = max([keys.shape[-1] * w for w in self._head_widths] + [p.numel() for p in self.head.parameters()])
-            chunk = max(1, _CHUNK_ELEMENTS // widest)
+        chunk = self._rows_per_chunk(keys.shape[-1], per_row) or z.shape[0]
+        outputs = []
+        for s in range(0, z.shape[0], chunk):
+            rows = slice(s, s + chunk)
+            if per_row:
+                keys_s, targets_s = keys[rows], targets[rows]
+            else:
+                keys_s, targets_s = keys, targets
+            outputs.append(self._adapt(z[rows], omega[rows], keys_s, targets_s, params, point, entries))
+        return torch.cat(outputs)
 
-        def rows(t, s):
-            return t[s : s + chunk] if per_row else t
-
-        return torch.cat(
-            [
-                self._adapt(z[s : s + chunk], omega[s : s + chunk], rows(keys, s), rows(targets, s), params, point, entries)
-                for s in range(0, n, chunk)
-            ]
-        )
+    def _rows_per_chunk(self, n_entries: int, per_row: bool) -> int | None:
+        """Rows per chunk where the steps hold per-query tensors (n x width x S, or weights)."""
+        if not (per_row or self.n_inner_steps > 1 or isinstance(self.inner_lr, nn.ParameterDict)):
+            return None
+        widths = [self.head[i].weight.shape[0] for i in self._param_layers]
+        widest = max([n_entries * w for w in widths] + [p.numel() for p in self.head.parameters()])
+        return max(1, _CHUNK_ELEMENTS // widest)
 
     def _adapt(self, z, omega, keys, targets, params, point, entries: _Entries | None) -> torch.Tensor:
         """The inner steps of the rows z, from the entries at phi when given (shared)."""
@@ -258,17 +266,12 @@ class MetaNeighborhoodsNet(nn.Module):
             entries = self._entry_pass(point, keys, targets)
         for _ in range(1, self.n_inner_steps):
             params = self._inner_update(params, self._inner_grads(entries, omega, point))
-            point = [{n: p.detach() for n, p in layer.items()} for layer in params] if self.first_order else params
+            point = _detached(params) if self.first_order else params
             entries = self._entry_pass(point, keys, targets)
         if not isinstance(self.inner_lr, nn.ParameterDict):  # the last step: no query's adapted weights
             return self._low_rank_outputs(z, omega, entries, params, point)
         params = self._inner_update(params, self._inner_grads(entries, omega, point))
         return self._head_forward(params, z.unsqueeze(-1))[1].squeeze(-1)
-
-    @property
-    def _head_widths(self) -> list[int]:
-        """The widths of f's layers' outputs (the hidden layers', then n_outputs)."""
-        return [self.head[i].weight.shape[0] for i in self._param_layers]
 
     @property
     def _param_layers(self) -> range:
@@ -277,9 +280,8 @@ class MetaNeighborhoodsNet(nn.Module):
 
     def _head_params(self, detach: bool = False) -> list[dict[str, torch.Tensor]]:
         """phi, layer by layer; detached for the point of a first-order inner gradient."""
-        return [
-            {n: p.detach() if detach else p for n, p in self.head[i].named_parameters()} for i in self._param_layers
-        ]
+        layers = [dict(self.head[i].named_parameters()) for i in self._param_layers]
+        return _detached(layers) if detach else layers
 
     @staticmethod
     def _head_forward(layers, x):
@@ -319,7 +321,7 @@ class MetaNeighborhoodsNet(nn.Module):
                 unit_x, _, scaled = cosine
                 grad = _normalized_backward(scaled.transpose(-1, -2) @ grad_out, *unit_x, dim=-2)
             for index in range(len(layers) - 2, -1, -1):
-                deltas.insert(0, grad * (inputs[index + 1] > 0))  # through the ReLU
+                deltas.insert(0, grad.masked_fill(inputs[index + 1] <= 0, 0.0))  # through the ReLU
                 if index:
                     grad = layers[index]["weight"].transpose(-1, -2) @ deltas[0]
         return _Entries(inputs, deltas, grad_out, cosine)
@@ -353,8 +355,8 @@ class MetaNeighborhoodsNet(nn.Module):
             mixed = _mix_outer(omega, grad_out, unit_x)
         else:
             mixed = (omega.unsqueeze(-2) * grad_out) @ unit_x.transpose(-1, -2)
-        d_unit_w = out["scale"][..., None, None] * mixed
-        return {"weight": _normalized_backward(d_unit_w, *unit_w, dim=-1), "scale": (mixed * unit_w[0]).sum((-2, -1))}
+        weight = _normalized_backward(out["scale"][..., None, None] * mixed, *unit_w, dim=-1)
+        return {"weight": weight, "scale": (mixed * unit_w[0]).sum((-2, -1))}
 
     def _inner_update(self, layers, grads) -> list[dict[str, torch.Tensor]]:
         """phi - alpha grad, layer by layer (per query where the gradients carry a leading n)."""
@@ -374,13 +376,16 @@ class MetaNeighborhoodsNet(nn.Module):
         output layer needs the norms of its adapted rows, so its adapted weight is formed.
         ``params``: phi (one step) or each query's parameters before this step.
         """
-        shared = params[0]["weight"].ndim == 2
-        h, modules = z, [self.head[i] for i in self._param_layers]
-        for p, module, a, delta in zip(params[:-1], modules, entries.inputs, entries.deltas):
-            h = torch.relu(self._low_rank_linear(h, omega, a, delta, p, self.inner_lr, module if shared else None))
+        # phi itself goes through the modules (hooks, autocast as for any layer); else each query's own
+        modules = [self.head[i] if params[0]["weight"].ndim == 2 else None for i in self._param_layers]
+        deltas, last = entries.deltas + [entries.grad_out], len(params) - 1
+        h = z
+        for index in range(last + (entries.cosine is None)):  # the Linear layers
+            a, delta = entries.inputs[index], deltas[index]
+            h = self._low_rank_linear(h, omega, a, delta, params[index], self.inner_lr, modules[index])
+            h = torch.relu(h) if index < last else h
         if entries.cosine is None:
-            layer = modules[-1] if shared else None
-            return self._low_rank_linear(h, omega, entries.inputs[-1], entries.grad_out, params[-1], self.inner_lr, layer)
+            return h
         grads = self._cosine_grads(entries, omega, point[-1])
         adapted = {n: p - self.inner_lr * grads[n] for n, p in params[-1].items()}
         return self._head_forward([adapted], h.unsqueeze(-1))[1].squeeze(-1)
