@@ -241,9 +241,9 @@ class MetaNeighborhoodsNet(nn.Module):
         point = self._head_params(detach=True) if self.first_order else params
         per_row = keys.ndim == 3  # each row's own entries
         entries = None if per_row else self._entry_pass(point, keys, targets)
-        chunk = self._rows_per_chunk(keys.shape[-1], per_row) or z.shape[0]
+        chunk = self._rows_per_chunk(keys.shape[-1], per_row) or max(z.shape[0], 1)
         outputs = []
-        for s in range(0, z.shape[0], chunk):
+        for s in range(0, max(z.shape[0], 1), chunk):  # no rows: one empty chunk
             rows = slice(s, s + chunk)
             if per_row:
                 keys_s, targets_s = keys[rows], targets[rows]
