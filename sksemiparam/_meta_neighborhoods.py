@@ -234,7 +234,7 @@ class MetaNeighborhoodsRegressor(_MetaNeighborhoodsMixin, TorchRegressorBase):
         return F.mse_loss(self._outputs(X), y)
 
     def _forward(self, X):
-        # The inner step needs gradients even at prediction (torch.func.grad ignores no_grad).
+        # The inner step runs at prediction too (the paper's Algorithm 2); it needs no autograd.
         return self._outputs(X)
 
 

@@ -7,7 +7,7 @@ from sklearn.datasets import load_diabetes, make_regression
 from torch import nn
 
 from sksemiparam import MetaNeighborhoodsClassifier, MetaNeighborhoodsRegressor
-from sksemiparam.nn import CosineLinear, MetaNeighborhoodsNet, dictionary_attention
+from sksemiparam.nn import CosineLinear, MetaNeighborhoodsNet, dictionary_attention, meta_neighborhoods
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
@@ -88,20 +88,48 @@ def test_dictionary_and_rate_learn_through_the_inner_step():
     assert not torch.allclose(second.head[0].weight.grad, first.head[0].weight.grad)
 
 
+def test_two_inner_steps_on_a_linear_head_by_hand():
+    x, k, v, gamma, alpha = 0.8, np.array([0.0, 1.0, 3.0]), np.array([1.0, 0.0, 2.0]), 2.0, 0.3
+    omega = np.exp(-gamma * np.abs(x - k))
+    omega /= omega.sum()
+    a, b = 0.5, -0.25
+    for _ in range(2):  # each step at the query's current (a, b)
+        residual = a * k + b - v
+        a, b = a - alpha * (omega * 2 * residual * k).sum(), b - alpha * (omega * 2 * residual).sum()
+    out = tiny_net(n_inner_steps=2)(torch.tensor([[x]], dtype=torch.float64))
+    assert out.item() == pytest.approx(a * x + b, rel=1e-12)
+
+
+def _adaptation_case(task, inner_lr, first_order, per_row, n_inner_steps, hidden):
+    """A float64 net, queries, and each row's entries (all of them, or 4 per row)."""
+    torch.manual_seed(0)
+    net = MetaNeighborhoodsNet(
+        embedding=nn.Identity(), embedding_dim=4, n_outputs=3, n_entries=9, head_layer_sizes=hidden,
+        task=task, similarity="euclidean" if task == "regression" else "cosine",
+        cosine_output=task == "classification", inner_lr=inner_lr, first_order=first_order,
+        n_inner_steps=n_inner_steps,
+    ).double()  # fmt: skip
+    with torch.no_grad():
+        net.keys.normal_()  # spread out: ReLUs on both sides for the entries, not only the queries
+        for rate in net.inner_lr.values() if inner_lr == "diagonal" else [net.inner_lr]:
+            rate.uniform_(0.05, 0.3)  # a diagonal rate that differs entry by entry
+    z = torch.randn(6, 4, dtype=torch.float64, requires_grad=True)
+    ids = torch.randint(0, 9, (6, 4)) if per_row else None
+    return net, z, ids
+
+
 @pytest.mark.parametrize("task", ["regression", "classification"])
 @pytest.mark.parametrize("inner_lr", ["scalar", "diagonal"])
 @pytest.mark.parametrize("first_order", [False, True])
 @pytest.mark.parametrize("per_row", [False, True])
-def test_structured_one_step_equals_the_per_query_copy(task, inner_lr, first_order, per_row):
-    """The fast path (no per-query copy of the hidden layers) computes the same function and gradients."""
-    torch.manual_seed(0)
-    net = MetaNeighborhoodsNet(
-        embedding=nn.Identity(), embedding_dim=4, n_outputs=3, n_entries=9, head_layer_sizes=(7, 5),
-        task=task, similarity="euclidean" if task == "regression" else "cosine",
-        cosine_output=task == "classification", inner_lr=inner_lr, first_order=first_order,
-    ).double()  # fmt: skip
-    z = torch.randn(6, 4, dtype=torch.float64, requires_grad=True)
-    ids = torch.randint(0, 9, (6, 4)) if per_row else None
+@pytest.mark.parametrize("n_inner_steps", [1, 2, 3])
+@pytest.mark.parametrize("hidden", [(), (7, 6)])
+def test_fast_inner_steps_equal_the_per_query_autograd_copy(
+    task, inner_lr, first_order, per_row, n_inner_steps, hidden
+):
+    """The hand-differentiated inner steps compute the same outputs, and the same gradients in the
+    queries and every parameter, as a functional copy of phi per query differentiated by autograd."""
+    net, z, ids = _adaptation_case(task, inner_lr, first_order, per_row, n_inner_steps, hidden)
 
     def run(path):
         net.zero_grad()
@@ -113,10 +141,31 @@ def test_structured_one_step_equals_the_per_query_copy(task, inner_lr, first_ord
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in net.parameters()]
         return [out.detach().clone(), z.grad.clone()] + [g.clone() for g in grads]
 
-    fast, generic = run(net.one_step_outputs), run(net.vmapped_outputs)
-    for a, b in zip(fast, generic):
-        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-9, atol=1e-11)
+    fast, reference = run(net.adapted_outputs), run(net.reference_outputs)
+    names = ["outputs", "queries"] + [name for name, _ in net.named_parameters()]
+    for name, a, b in zip(names, fast, reference):
+        # atol: gradients that are 0 in exact arithmetic come out as rounding noise in either path
+        atol = 1e-11 * max(float(b.abs().max()), 1.0)
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-9, atol=atol, err_msg=name)
     assert net.keys.grad.abs().sum() > 0 and net.values.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("per_row", [False, True])
+def test_rows_in_chunks_give_the_same_outputs_and_gradients(per_row, monkeypatch):
+    """Per-query inner steps go in chunks of rows (memory at prediction); one row a chunk changes nothing."""
+    net, z, ids = _adaptation_case("classification", "diagonal", False, per_row, 2, (7, 6))
+
+    def run():
+        net.zero_grad()
+        keys, values = (net.keys, net.values) if ids is None else (net.keys[ids], net.values[ids])
+        out = net.adapted_outputs(z, dictionary_attention(z, keys, net.gamma, net.similarity), keys, values)
+        out.sin().sum().backward()
+        return [out.detach().clone()] + [p.grad.clone() for p in net.parameters()]
+
+    whole = run()
+    monkeypatch.setattr(meta_neighborhoods, "_CHUNK_ELEMENTS", 1)
+    for a, b in zip(run(), whole):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-12, atol=1e-14)
 
 
 def test_diagonal_rates_match_the_output_network():

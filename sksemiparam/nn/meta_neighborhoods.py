@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -40,6 +41,64 @@ def dictionary_attention(z: torch.Tensor, keys: torch.Tensor, gamma: float, simi
     else:
         scores = gamma * F.normalize(z, dim=1) @ F.normalize(keys, dim=1).T
     return torch.softmax(scores, dim=1)
+
+
+# Rows per chunk of the per-query inner steps: at most this many elements in a per-query tensor
+# (n x width x S): 2**24 is 128 MB in float64, a batch of 128 rows with S = 1000 and 128 units.
+_CHUNK_ELEMENTS = 2**24
+# F.normalize's eps: x / max(||x||, eps).
+_NORM_EPS = 1e-12
+
+
+def _normalized(x: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``F.normalize(x, dim=dim)``, with the clamped norm and where it was not clamped (for the backward)."""
+    norm = x.norm(dim=dim, keepdim=True)
+    clamped = norm.clamp_min(_NORM_EPS)
+    return x / clamped, clamped, norm >= _NORM_EPS
+
+
+def _normalized_backward(grad, unit, clamped, unclamped, dim: int) -> torch.Tensor:
+    """The gradient in x of ``F.normalize(x, dim=dim)`` from the gradient in its output, as autograd's."""
+    return (grad - unclamped * (unit * grad).sum(dim, keepdim=True) * unit) / clamped
+
+
+# The entries as columns: (features, m) shared by all queries, or (n, features, m) per query or row.
+def _mix(omega: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """sum_j omega_ij x_j for every query i: omega (n, m), x (d, m) or (n, d, m) -> (n, d)."""
+    if x.ndim == 2:
+        return omega @ x.T
+    return (x @ omega.unsqueeze(-1)).squeeze(-1)
+
+
+def _mix_outer(omega: torch.Tensor, d: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    """sum_j omega_ij d_j a_j^T for every query i, entries shared: d (p, m), a (q, m) -> (n, p, q).
+
+    One matrix product of omega with the entries' outer products (p q, m), whatever n.
+    """
+    outer = (d.unsqueeze(1) * a.unsqueeze(0)).flatten(0, 1)
+    return (omega @ outer.T).unflatten(1, (d.shape[0], a.shape[0]))
+
+
+def _dots(h: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    """h_i . a_j for every query i and entry j: h (n, q), a (q, m) or (n, q, m) -> (n, m)."""
+    if a.ndim == 2:
+        return h @ a
+    return (h.unsqueeze(-2) @ a).squeeze(-2)
+
+
+def _detached(layers: list[dict[str, torch.Tensor]]) -> list[dict[str, torch.Tensor]]:
+    return [{n: p.detach() for n, p in layer.items()} for layer in layers]
+
+
+class _Entries(NamedTuple):
+    """The dictionary entries through f, by hand, as columns: each layer's input a_l, the loss
+    gradient at each hidden layer's pre-activation and at f's output, and a ``CosineLinear`` output
+    layer's pieces (the normalised inputs and weight, and the weight times the scale)."""
+
+    inputs: list[torch.Tensor]
+    deltas: list[torch.Tensor]
+    grad_out: torch.Tensor
+    cosine: tuple | None
 
 
 class CosineLinear(nn.Module):
@@ -164,85 +223,188 @@ class MetaNeighborhoodsNet(nn.Module):
     def adapted_outputs(
         self, z: torch.Tensor, omega: torch.Tensor, keys: torch.Tensor, values: torch.Tensor
     ) -> torch.Tensor:
-        """f_{phi_x}(z) for every row, each with its own inner steps.
+        """f_{phi_x}(z) for every row, each with its own inner steps (the fast, exact path).
 
         ``keys``/``values`` are the whole dictionary (S, .) or each row's entries (n, k, .).
-        One step takes the structured path (:meth:`one_step_outputs`); more steps the generic
-        per-query path (:meth:`vmapped_outputs`). Both compute the same function.
+        The entries' losses are differentiated by hand (the forward and backward of f written
+        out), so training backpropagates through one ordinary graph, with no second-order autograd
+        call. The first step's entry terms do not depend on the query: they are computed once and
+        mixed by omega. Each later step forms the queries' parameters (one product with omega per
+        layer) and runs the entries through each query's own f with batched products. The last
+        step with a scalar rate never forms a query's adapted weights (:meth:`_low_rank_outputs`).
+        Rows with their own copies of the entries go in chunks, which bounds the memory of a large
+        prediction. :meth:`reference_outputs` computes the same function.
         """
-        if self.n_inner_steps == 1:
-            return self.one_step_outputs(z, omega, keys, values)
-        return self.vmapped_outputs(z, omega, keys, values)
+        keys, values = keys.transpose(-1, -2), values.transpose(-1, -2)  # entries as columns
+        targets = values if self.task == "regression" else torch.softmax(values, dim=-2)
+        params = self._head_params()
+        point = self._head_params(detach=True) if self.first_order else params
+        per_row = keys.ndim == 3  # each row's own entries
+        entries = None if per_row else self._entry_pass(point, keys, targets)
+        chunk = self._rows_per_chunk(keys.shape[-1], per_row) or max(z.shape[0], 1)
+        outputs = []
+        for s in range(0, max(z.shape[0], 1), chunk):  # no rows: one empty chunk
+            rows = slice(s, s + chunk)
+            if per_row:
+                keys_s, targets_s = keys[rows], targets[rows]
+            else:
+                keys_s, targets_s = keys, targets
+            outputs.append(self._adapt(z[rows], omega[rows], keys_s, targets_s, params, point, entries))
+        return torch.cat(outputs)
 
-    def _inner_params(self, module: nn.Module) -> dict[str, torch.Tensor]:
-        """phi where the inner gradient is evaluated: detached under ``first_order``."""
-        return {n: p.detach() if self.first_order else p for n, p in module.named_parameters()}
+    def _rows_per_chunk(self, n_entries: int, per_row: bool) -> int | None:
+        """Rows per chunk where the steps hold per-query tensors (n x width x S, or weights)."""
+        if not (per_row or self.n_inner_steps > 1 or isinstance(self.inner_lr, nn.ParameterDict)):
+            return None
+        widths = [self.head[i].weight.shape[0] for i in self._param_layers]
+        widest = max([n_entries * w for w in widths] + [p.numel() for p in self.head.parameters()])
+        return max(1, _CHUNK_ELEMENTS // widest)
 
-    def one_step_outputs(
-        self, z: torch.Tensor, omega: torch.Tensor, keys: torch.Tensor, values: torch.Tensor
-    ) -> torch.Tensor:
-        """One inner step without a per-query copy of the hidden layers (the fast path).
+    def _adapt(self, z, omega, keys, targets, params, point, entries: _Entries | None) -> torch.Tensor:
+        """The inner steps of the rows z, from the entries at phi when given (shared)."""
+        if entries is None:
+            entries = self._entry_pass(point, keys, targets)
+        for _ in range(1, self.n_inner_steps):
+            params = self._inner_update(params, self._inner_grads(entries, omega, point))
+            point = _detached(params) if self.first_order else params
+            entries = self._entry_pass(point, keys, targets)
+        if not isinstance(self.inner_lr, nn.ParameterDict):  # the last step: no query's adapted weights
+            return self._low_rank_outputs(z, omega, entries, params, point)
+        params = self._inner_update(params, self._inner_grads(entries, omega, point))
+        return self._head_forward(params, z.unsqueeze(-1))[1].squeeze(-1)
 
-        The inner gradient is linear in omega: for a hidden ``Linear`` layer with inputs a_j and
-        pre-activation gradients delta_j on the entries, grad_W = sum_j omega_ij delta_j a_j^T, so
-        (W - alpha grad_W) h_i = W h_i - alpha sum_j omega_ij delta_j (a_j . h_i): two matrix
-        products of n x S x width instead of n copies of W (a diagonal alpha needs the per-query
-        gradient, formed by one einsum). The last layer (any module, e.g. ``CosineLinear``) is
-        small: its per-entry gradients are formed with ``torch.func`` and mixed by omega.
+    @property
+    def _param_layers(self) -> range:
+        """Positions of f's layers with parameters: Linear, ReLU, ..., Linear, ReLU, output layer."""
+        return range(0, len(self.head), 2)
+
+    def _head_params(self, detach: bool = False) -> list[dict[str, torch.Tensor]]:
+        """phi, layer by layer; detached for the point of a first-order inner gradient."""
+        layers = [dict(self.head[i].named_parameters()) for i in self._param_layers]
+        return _detached(layers) if detach else layers
+
+    @staticmethod
+    def _head_forward(layers, x):
+        """f with ``layers`` (shared, or per query with a leading n) on the columns of x (..., in, m).
+
+        Returns every layer's input, the outputs (..., n_outputs, m) and, for a ``CosineLinear``
+        output layer, what its backward needs.
         """
-        layers = list(self.head)
-        hidden, final = layers[:-1:2], layers[-1]
-        per_row = keys.ndim == 3
-        n, m = omega.shape
-        flat_keys, flat_values = keys.reshape(-1, keys.shape[-1]), values.reshape(-1, values.shape[-1])
-        create_graph = torch.is_grad_enabled()
-        with torch.enable_grad():
-            # The entries through the hidden layers, at phi (detached under first_order).
-            a = flat_keys if flat_keys.requires_grad else flat_keys.detach().requires_grad_()
-            inputs, pres = [], []
-            for layer in hidden:
-                w = self._inner_params(layer)
-                inputs.append(a)
-                pres.append(F.linear(a, w["weight"], w["bias"]))
-                a = torch.relu(pres[-1])
-            final_phi = self._inner_params(final)
+        inputs = []
+        for p in layers[:-1]:
+            inputs.append(x)
+            x = torch.relu(p["weight"] @ x + p["bias"].unsqueeze(-1))
+        inputs.append(x)
+        out = layers[-1]
+        if "scale" not in out:
+            return inputs, out["weight"] @ x + out["bias"].unsqueeze(-1), None
+        unit_x, unit_w = _normalized(x, -2), _normalized(out["weight"], -1)
+        scaled = out["scale"][..., None, None] * unit_w[0]  # scale the weight (C x in), not the logits
+        return inputs, scaled @ unit_x[0], (unit_x, unit_w, scaled)
 
-            def entry_loss(params, a_j, v_j):
-                return self._entry_loss(functional_call(final, params, (a_j[None],)), v_j[None])[0]
+    def _entry_pass(self, layers, keys, targets) -> _Entries:
+        """Forward and backward of L(f(k_j), v_j) on every entry (columns), by hand, omega not applied.
 
-            final_grads = vmap(grad(entry_loss), in_dims=(None, 0, 0))(final_phi, a, flat_values)
-            deltas = []
-            if hidden:
-                total = self._entry_loss(functional_call(final, final_phi, (a,)), flat_values).sum()
-                deltas = torch.autograd.grad(total, pres, create_graph=create_graph)
+        ``targets``: the values (regression) or the class distributions softmax(v_j), as columns.
+        """
+        inputs, outputs, cosine = self._head_forward(layers, keys)
+        if self.task == "regression":  # d/df (f - v)^2
+            grad_out = 2.0 * (outputs - targets)
+        else:  # d/df of -sum_c t_c log_softmax(f)_c (sum_c t_c = 1)
+            grad_out = torch.softmax(outputs, dim=-2) - targets
+        deltas: list[torch.Tensor] = []
+        if len(layers) > 1:
+            out = layers[-1]
+            if cosine is None:
+                grad = out["weight"].transpose(-1, -2) @ grad_out
+            else:
+                unit_x, _, scaled = cosine
+                grad = _normalized_backward(scaled.transpose(-1, -2) @ grad_out, *unit_x, dim=-2)
+            for index in range(len(layers) - 2, -1, -1):
+                deltas.insert(0, grad.masked_fill(inputs[index + 1] <= 0, 0.0))  # through the ReLU
+                if index:
+                    grad = layers[index]["weight"].transpose(-1, -2) @ deltas[0]
+        return _Entries(inputs, deltas, grad_out, cosine)
 
-        def rows(t):  # entries as (m, .) shared by all rows, or (n, m, .) per row
-            return t.reshape(n, m, -1) if per_row else t
+    def _inner_grads(self, entries: _Entries, omega, layers) -> list[dict[str, torch.Tensor]]:
+        """Each query's inner gradient sum_j omega_ij grad_phi L_j, per parameter (n, *shape).
 
-        mix = "nm,nm...->n..." if per_row else "nm,m...->n..."
+        Entries shared by all queries: one matrix product of omega with the entries' terms per
+        parameter, whatever n (no (n, width, S) intermediate, which is large at prediction). Entries
+        per query (later steps) or per row: the omega-weighted gradients, then batched products.
+        """
+        shared = entries.grad_out.ndim == 2
+        grads = []
+        for a, delta in zip(entries.inputs, entries.deltas + [entries.grad_out]):
+            if shared:
+                grads.append({"weight": _mix_outer(omega, delta, a), "bias": omega @ delta.T})
+            else:
+                weighted = omega.unsqueeze(-2) * delta
+                grads.append({"weight": weighted @ a.transpose(-1, -2), "bias": weighted.sum(-1)})
+        if entries.cosine is not None:
+            grads[-1] = self._cosine_grads(entries, omega, layers[-1])
+        return grads
+
+    @staticmethod
+    def _cosine_grads(entries: _Entries, omega, out) -> dict[str, torch.Tensor]:
+        """The inner gradient of a ``CosineLinear`` output layer: its weight (through the
+        normalisation) and its scale, sum_j omega_j e_j . (W_unit x_unit_j) = sum(W_unit * mixed)."""
+        (unit_x, _, _), unit_w, _ = entries.cosine
+        grad_out = entries.grad_out
+        if grad_out.ndim == 2:  # shared entries
+            mixed = _mix_outer(omega, grad_out, unit_x)
+        else:
+            mixed = (omega.unsqueeze(-2) * grad_out) @ unit_x.transpose(-1, -2)
+        weight = _normalized_backward(out["scale"][..., None, None] * mixed, *unit_w, dim=-1)
+        return {"weight": weight, "scale": (mixed * unit_w[0]).sum((-2, -1))}
+
+    def _inner_update(self, layers, grads) -> list[dict[str, torch.Tensor]]:
+        """phi - alpha grad, layer by layer (per query where the gradients carry a leading n)."""
+        return [
+            {n: p - self._rate(f"{i}.{n}") * g[n] for n, p in layer.items()}
+            for i, layer, g in zip(self._param_layers, layers, grads)
+        ]
+
+    def _low_rank_outputs(self, z, omega, entries: _Entries, params, point) -> torch.Tensor:
+        """The last step with a scalar alpha, without forming any query's adapted Linear weights.
+
+        The inner gradient is linear in omega: for a Linear layer with inputs a_j and output
+        gradients delta_j on the entries, grad_W = sum_j omega_ij delta_j a_j^T, so
+        (W - alpha grad_W) h_i + b - alpha grad_b = W h_i + b - alpha sum_j omega_ij (a_j . h_i + 1)
+        delta_j: two products of n x S x width per layer instead of n x S x width^2 (the entries
+        shared by all queries after one step, each query's own after more). A ``CosineLinear``
+        output layer needs the norms of its adapted rows, so its adapted weight is formed.
+        ``params``: phi (one step) or each query's parameters before this step.
+        """
+        # phi itself goes through the modules (hooks, autocast as for any layer); else each query's own
+        modules = [self.head[i] if params[0]["weight"].ndim == 2 else None for i in self._param_layers]
+        deltas, last = entries.deltas + [entries.grad_out], len(params) - 1
         h = z
-        for index, layer, a_in, delta in zip(range(0, len(layers), 2), hidden, inputs, deltas):
-            a_in, delta = rows(a_in), rows(delta)
-            rate_w, rate_b = self._rate(f"{index}.weight"), self._rate(f"{index}.bias")
-            grad_b = torch.einsum(mix, omega, delta)
-            if isinstance(self.inner_lr, nn.ParameterDict):  # per-query gradient of W, then W_i h_i
-                per_query = "nm,nmo,nmi->noi" if per_row else "nm,mo,mi->noi"
-                grad_w = torch.einsum(per_query, omega, delta, a_in)
-                pre = torch.einsum("noi,ni->no", layer.weight - rate_w * grad_w, h)
-            else:  # W h_i - alpha sum_j omega_ij delta_j (a_j . h_i)
-                dots = torch.einsum("ni,nmi->nm", h, a_in) if per_row else h @ a_in.T
-                pre = h @ layer.weight.T - rate_w * torch.einsum(mix, omega * dots, delta)
-            h = torch.relu(pre + layer.bias - rate_b * grad_b)
-        params = {}
-        for name, p in final.named_parameters():
-            g = final_grads[name].reshape(n, m, *p.shape) if per_row else final_grads[name]
-            params[name] = p - self._rate(f"{len(layers) - 1}.{name}") * torch.einsum(mix, omega, g)
-        return vmap(lambda p, h_i: functional_call(final, p, (h_i[None],))[0])(params, h)
+        for index in range(last + (entries.cosine is None)):  # the Linear layers
+            a, delta = entries.inputs[index], deltas[index]
+            h = self._low_rank_linear(h, omega, a, delta, params[index], self.inner_lr, modules[index])
+            h = torch.relu(h) if index < last else h
+        if entries.cosine is None:
+            return h
+        grads = self._cosine_grads(entries, omega, point[-1])
+        adapted = {n: p - self.inner_lr * grads[n] for n, p in params[-1].items()}
+        return self._head_forward([adapted], h.unsqueeze(-1))[1].squeeze(-1)
 
-    def vmapped_outputs(
+    @staticmethod
+    def _low_rank_linear(h, omega, a, delta, p, rate, layer: nn.Linear | None) -> torch.Tensor:
+        """(W - rate grad_W) h + b - rate grad_b for the rows h (n, in), grad_W never formed.
+
+        ``p``: W and b, shared (the module ``layer`` itself) or per query (n, out, in) and (n, out).
+        """
+        base = layer(h) if layer is not None else (p["weight"] @ h.unsqueeze(-1)).squeeze(-1) + p["bias"]
+        return base - rate * _mix(omega * (_dots(h, a) + 1.0), delta)
+
+    def reference_outputs(
         self, z: torch.Tensor, omega: torch.Tensor, keys: torch.Tensor, values: torch.Tensor
     ) -> torch.Tensor:
-        """f_{phi_x}(z) with a functional copy of phi per query (any number of steps, vmapped)."""
+        """f_{phi_x}(z) the straightforward way: a functional copy of phi per query, its inner
+        gradients by ``torch.func.grad`` (second order through autograd), vmapped over the queries.
+        The definition :meth:`adapted_outputs` is tested against; the estimators do not use it."""
         phi = dict(self.head.named_parameters())
 
         def inner_loss(params, w, k, v):
