@@ -161,7 +161,7 @@ class SemiparametricClassifier(
         warm_start=False,
         ewc_lambda=0.0,
         device="auto",
-        num_threads=None,
+        num_threads="auto",
         precision="float32",
         random_state=None,
         verbose=0,
@@ -260,7 +260,7 @@ class SemiparametricClassifier(
         X_t = self._prepare_predict(X)
         if X_t.shape[0] == 0:
             return np.empty((0, self._n_features_out))
-        with _torch_threads(self):
+        with _torch_threads(self, rows=X_t.shape[0]):
             return self._embed_rows(X_t, queries=True).double().cpu().numpy()
 
     @property
