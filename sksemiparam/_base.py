@@ -18,6 +18,7 @@ its named steps), early stopping, progress and persistence. docs/contributing.md
 from __future__ import annotations
 
 import copy
+import math
 import signal
 import threading
 import warnings
@@ -779,6 +780,11 @@ class TorchEstimatorBase(BaseEstimator):
                 return None
         self.n_iter_ += 1
         epoch_loss = float(total) / n
+        # The epoch's one read of the loss tells whether float32 overflowed. Not in fp16, where
+        # a step whose loss overflows is skipped by the GradScaler (the parameters are checked
+        # at the end of the call in every precision).
+        if not math.isfinite(epoch_loss) and self.precision != "fp16":
+            raise self._overflow_error("the training loss", X)
         self._after_epoch(X, y, epoch)
         self.loss_curve_.append(epoch_loss)
         return epoch_loss
@@ -836,6 +842,7 @@ class TorchEstimatorBase(BaseEstimator):
         ``_on_train_end``."""
         if best_state is not None:
             self.module_.load_state_dict(best_state)
+        self._check_finite_parameters(X)
         # stacklevel 5 names the frame of fit/partial_fit (_end_training <- _train <-
         # _start_training <- _fit <- fit).
         if interrupted:
@@ -857,6 +864,36 @@ class TorchEstimatorBase(BaseEstimator):
             self._no_improvement_count = 0  # a later warm-started fit starts counting afresh
         self.module_.eval()
         self._on_train_end(X, y, incremental=incremental)
+
+    # ------------------------------------------------------------------ overflow
+    def _overflow_error(self, what: str, X=None) -> ValueError:
+        """The error of a computation that overflowed float32 (NaN or infinity where the data were
+        finite), with the largest |X| when X (array or tensor) is given: one message for every
+        estimator and place (training loss, parameters, stored embeddings, predictions)."""
+        scale = ""
+        if X is not None and len(X):
+            largest = float(X.abs().max()) if isinstance(X, torch.Tensor) else float(np.abs(X).max())
+            scale = f" (the largest |X| is {largest:.3g})"
+        return ValueError(
+            f"{type(self).__name__}: {what} overflowed to NaN or infinity in float32: the values of X "
+            f"are too large for the network{scale}. Scale X first, e.g. with "
+            "sklearn.preprocessing.StandardScaler in a Pipeline (or lower learning_rate if X is scaled "
+            "already)."
+        )
+
+    def _check_finite_parameters(self, X) -> None:
+        """Raise ``_overflow_error`` when training left a parameter NaN or infinite (one read per
+        call): the call then fails, and the model is restored as it was before it."""
+        params = [p.detach() for p in self.module_.parameters() if p.is_floating_point()]
+        if params and not bool(torch.stack([torch.isfinite(p).all() for p in params]).all()):
+            raise self._overflow_error("training", X)
+
+    def _check_finite_keys(self, keys: torch.Tensor, X=None) -> torch.Tensor:
+        """``keys`` (embeddings about to be stored or indexed), or ``_overflow_error`` when one is
+        NaN or infinite: a clearer error than the neighbour index's own."""
+        if not bool(torch.isfinite(keys).all()):
+            raise self._overflow_error("the embeddings of the stored examples", X)
+        return keys
 
     # ------------------------------------------------------------------------ EWC
     def _ewc_penalty(self) -> torch.Tensor:
@@ -1160,7 +1197,11 @@ class TorchClassifierBase(ClassifierMixin, TorchEstimatorBase):
         X_t = self._prepare_predict(X)
         with _torch_threads(self, rows=X_t.shape[0]):
             proba = self._forward_all(X_t).double().exp().numpy()
-        return proba / proba.sum(axis=1, keepdims=True)
+        with np.errstate(invalid="ignore"):
+            proba = proba / proba.sum(axis=1, keepdims=True)
+        if not np.isfinite(proba).all():
+            raise self._overflow_error("the predicted probabilities", X_t)
+        return proba
 
     def predict(self, X):
         """Predicted class labels (of the type given in ``y``)."""
@@ -1257,4 +1298,6 @@ class TorchRegressorBase(RegressorMixin, TorchEstimatorBase):
         X_t = self._prepare_predict(X)
         with _torch_threads(self, rows=X_t.shape[0]):
             out = self._forward_all(X_t).double().numpy() * self.y_scale_ + self.y_mean_
+        if not np.isfinite(out).all():
+            raise self._overflow_error("the predictions", X_t)
         return out.ravel() if self._y_one_d else out

@@ -336,7 +336,7 @@ class SemiparametricClassifier(
         """
         cache = self._index
         if cache.index is None and len(self.memory_):
-            keys = self._embed_rows(self.memory_.X)
+            keys = self._check_finite_keys(self._embed_rows(self.memory_.X), self.memory_.X)
             cache.index = self._new_index(cache.seed).build(keys)
         return cache.index
 
