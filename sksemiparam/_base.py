@@ -216,25 +216,28 @@ def _check_num_threads(num_threads):
     return int(num_threads)
 
 
-# num_threads="auto": a batch of work under this many floating-point operations (a training
-# mini-batch's forward pass, or a prediction chunk's, counted as torch.utils.flop_counter counts
-# them: 2 per multiply-add) runs on one thread. Below it a step is a chain of small operators, each
-# a parallel region whose start and join cost more than a second thread saves; when other processes
-# share the cores, every join also waits for a descheduled thread. Measured here (2 cores, load
-# 4-5, torch 2.13): a 6-32-32-2 MLP at batch 100 (3e5 FLOPs a step) took 1.1 ms a step on one
-# thread and 8.0 ms on two, and SemiparametricClassifier's parametric mode 35 ms an epoch against
-# 311 ms (CPU time). 5e7 is about 3 ms of single-threaded work a step (forward and backward).
-_SMALL_WORK_FLOPS = 5e7
+# num_threads="auto": a model whose mini-batch takes under this many floating-point operations
+# through the network and the stored examples it is compared with (forward pass, counted as
+# torch.utils.flop_counter counts them: 2 per multiply-add) trains and predicts on one thread. Its
+# steps are chains of small operators, each a parallel region whose start and join cost more than a
+# second thread saves; when other processes share the cores, every join also waits for a
+# descheduled thread. Measured here (2 cores, load 4-5, torch 2.13): a 6-32-32-2 MLP at batch 100
+# (3e5 FLOPs a step) took 1.1 ms a step on one thread and 8.0 ms on two; a 784-512-512-10 MLP
+# (1.3e8) 21 ms and 51 ms. 1e8 is about 5 ms of single-threaded work a step (forward and backward):
+# where a second thread can save milliseconds on idle cores, torch keeps its setting. It covers the
+# default networks on tables up to several thousand rows, NNGK's 64-wide keys over ~7,000 stored
+# examples included; not NNGK over 60,000 MNIST images (8e8) nor the paper's image network (4e9).
+_SMALL_WORK_FLOPS = 1e8
 
 
 @contextmanager
-def _torch_threads(estimator, rows: int | None = None, new_rows: int = 0):
+def _torch_threads(estimator, new_rows: int = 0):
     """Run the block with torch's intra-op threads chosen by ``estimator.num_threads``.
 
-    ``"auto"`` (the default): one thread when the block's work is small on the CPU
-    (``TorchEstimatorBase._auto_num_threads``: ``rows`` rows of a prediction, or a training
-    mini-batch when None), else torch's setting is left alone. None leaves torch alone:
-    ``torch.set_num_threads`` is not called at all, so a worker that already limited its threads
+    ``"auto"`` (the default): one thread when a mini-batch of the model is small work on the CPU
+    (``TorchEstimatorBase._auto_num_threads``; ``new_rows``: the rows a training call adds to the
+    memory), for training and prediction alike, else torch's setting is left alone. None leaves
+    torch alone: ``torch.set_num_threads`` is not called at all, so a worker that already limited its threads
     (Dask and joblib's loky workers do) keeps them; "auto" never sets more threads than there are,
     so it keeps them too. An int is set for the duration of the block. What is set is restored
     afterwards, also when the block raises. Nested blocks (``predict`` -> ``predict_proba``) set
@@ -244,7 +247,7 @@ def _torch_threads(estimator, rows: int | None = None, new_rows: int = 0):
     # getattr: a model pickled before the parameter existed has no attribute.
     num_threads = _check_num_threads(getattr(estimator, "num_threads", None))
     if num_threads == "auto":
-        num_threads = estimator._auto_num_threads(rows, new_rows)
+        num_threads = estimator._auto_num_threads(new_rows)
     with _set_torch_threads(num_threads):
         yield
 
@@ -506,7 +509,8 @@ class TorchEstimatorBase(BaseEstimator):
         row = torch.zeros(1, self.n_features_in_, device=self.device_)
         try:
             embedding.eval()
-            with torch.no_grad(), torch.random.fork_rng(devices=[]), FlopCounterMode(display=False) as counter:
+            counter = FlopCounterMode(display=False)
+            with torch.no_grad(), torch.random.fork_rng(devices=[]), counter:
                 embedding(row)
             flops += counter.get_total_flops()
         except Exception:  # an embedding FlopCounterMode cannot run: count its parameters
@@ -515,16 +519,19 @@ class TorchEstimatorBase(BaseEstimator):
             embedding.train(was_training)
         return flops
 
-    def _auto_num_threads(self, rows: int | None, new_rows: int = 0) -> int | None:
-        """``num_threads="auto"``: 1 when ``rows`` rows (a prediction's, at most one chunk of
-        them; a training mini-batch when None) take under ``_SMALL_WORK_FLOPS`` through the network
-        and the stored keys they are compared with, on the CPU; None (torch's setting) otherwise,
-        on CUDA, and before the network exists."""
+    def _auto_num_threads(self, new_rows: int = 0) -> int | None:
+        """``num_threads="auto"``: 1 when a mini-batch (``batch_size`` rows, fewer when a training
+        call has fewer, ``new_rows``) takes under ``_SMALL_WORK_FLOPS`` through the network and the
+        stored keys each row is compared with, on the CPU; None (torch's setting) otherwise, on
+        CUDA, and before the network exists. A prediction decides as training does: the same
+        operators, in larger chunks of rows, and one thread made the prediction of 1,533 rows
+        4-8x faster on a shared machine (SemiparametricClassifier 0.99 s -> 0.23 s, MbPA 2.4 s ->
+        0.29 s, 3,067 stored rows)."""
         device = getattr(self, "device_", None)
         per_row = self.__dict__.get("_network_flops")
         if device is None or device.type != "cpu" or per_row is None:
             return None
-        rows = min(self.batch_size, new_rows or self.batch_size) if rows is None else min(rows, _PREDICT_CHUNK)
+        rows = min(self.batch_size, new_rows) if new_rows else self.batch_size
         key_width = self._embedding_out_dim(self.n_features_in_)
         work = rows * (per_row + 2.0 * key_width * self._compared_keys(new_rows))
         return 1 if work < _SMALL_WORK_FLOPS else None
@@ -948,7 +955,7 @@ class TorchEstimatorBase(BaseEstimator):
         self.module_.eval()
         # Per-row gradients, one row at a time: the log-likelihood of a row must not depend on the
         # other rows (true of every estimator's prediction path), and rows are few.
-        with _torch_threads(self, rows=1):
+        with _torch_threads(self):
             for x_i, y_i in zip(X_t, y_t):
                 log_likelihood = self._row_log_likelihood(x_i[None].to(device), y_i.to(device))
                 grads = torch.autograd.grad(log_likelihood, list(params.values()), allow_unused=True)
@@ -1194,8 +1201,8 @@ class TorchClassifierBase(ClassifierMixin, TorchEstimatorBase):
         ndarray of shape (n_samples, n_classes), float64
             Rows sum to 1; columns in ``classes_`` order.
         """
-        X_t = self._prepare_predict(X)
-        with _torch_threads(self, rows=X_t.shape[0]):
+        with _torch_threads(self):
+            X_t = self._prepare_predict(X)
             proba = self._forward_all(X_t).double().exp().numpy()
         with np.errstate(invalid="ignore"):
             proba = proba / proba.sum(axis=1, keepdims=True)
@@ -1295,8 +1302,8 @@ class TorchRegressorBase(RegressorMixin, TorchEstimatorBase):
 
     def predict(self, X):
         """Predicted targets, shape (n_samples,) or (n_samples, n_outputs) as in ``y``."""
-        X_t = self._prepare_predict(X)
-        with _torch_threads(self, rows=X_t.shape[0]):
+        with _torch_threads(self):
+            X_t = self._prepare_predict(X)
             out = self._forward_all(X_t).double().numpy() * self.y_scale_ + self.y_mean_
         if not np.isfinite(out).all():
             raise self._overflow_error("the predictions", X_t)

@@ -72,11 +72,11 @@ device : str, default="auto"
     "num_threads": """\
 num_threads : "auto", int or None, default="auto"
     Torch's intra-op threads (``torch.set_num_threads``) during ``fit``, ``partial_fit`` and
-    prediction, restored afterwards. ``"auto"``: one thread on the CPU while the work of a
-    mini-batch (or of a prediction) is small, under ~5e7 floating-point operations through the
-    network and the stored examples it searches, such as the default networks on tables of a few
-    thousand rows, where more threads only add synchronisation (ruinously when other processes
-    share the cores); torch's setting otherwise, and on CUDA. None leaves torch's setting alone
+    prediction, restored afterwards. ``"auto"``: one thread on the CPU while a mini-batch is
+    small work, under 1e8 floating-point operations through the network and the stored examples
+    it searches, such as the default networks on tables of a few thousand rows, where more
+    threads only add synchronisation (ruinously when other processes share the cores); torch's
+    setting otherwise, and on CUDA. None leaves torch's setting alone
     (joblib and Dask workers already set one thread per task); an int is for a single process that
     should use fewer threads than cores.""",
     "precision": """\

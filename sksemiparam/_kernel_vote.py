@@ -302,7 +302,7 @@ class KernelVoteClassifierBase(RetrievalMixin, TorchClassifierBase):
                 f"`n_neighbors` must be an int in [1, {n_centers}] (the stored centres), got {k!r}"
             )
         X_t = self._prepare_predict(X)
-        with torch.no_grad(), _torch_threads(self, rows=X_t.shape[0]):
+        with torch.no_grad(), _torch_threads(self):
             z = self._embed_rows(X_t, queries=True)
             sq, ids = self.index_.query(z, int(k))
             log_w = -sq / (2 * self.module_.sigma**2) + self.module_.log_importance[ids]

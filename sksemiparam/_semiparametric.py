@@ -260,7 +260,7 @@ class SemiparametricClassifier(
         X_t = self._prepare_predict(X)
         if X_t.shape[0] == 0:
             return np.empty((0, self._n_features_out))
-        with _torch_threads(self, rows=X_t.shape[0]):
+        with _torch_threads(self):
             return self._embed_rows(X_t, queries=True).double().cpu().numpy()
 
     @property

@@ -203,21 +203,23 @@ def test_auto_counts_operations_not_parameters():
     ).fit(rows, labels)
     n_params = sum(p.numel() for p in conv.module_.parameters())
     assert conv._network_flops > 50 * n_params
-    assert conv._auto_num_threads(None, 8) is None
+    assert conv._auto_num_threads(8) is None
     mlp = SemiparametricClassifier("parametric", max_epochs=1, device="cpu", random_state=0).fit(rows, labels)
-    assert mlp._auto_num_threads(None, 8) == 1
+    assert mlp._auto_num_threads(8) == 1
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_auto_counts_the_searched_memory():
     """A retrieval estimator compares each row with its stored examples: a large enough memory makes
-    the same network's mini-batch big work."""
+    the same network's mini-batch big work, for training and prediction alike."""
     est = _make("nngk", _Recorder()).fit(X, Y_CLASS)
     assert est._compared_keys(0) == 40
     assert est._compared_keys(100) == 140  # a partial_fit of 100 new rows
-    assert est._auto_num_threads(None, 100) == 1
-    assert est._auto_num_threads(2048) == 1
-    assert est._auto_num_threads(None, 100_000) is None
+    assert est._auto_num_threads() == 1  # predictions
+    assert est._auto_num_threads(100) == 1
+    assert est._auto_num_threads(100_000) is None
     # and the rule itself: rows x (network + 2 x key width x stored keys) against the threshold
     per_row = est._network_flops + 2 * est._embedding_out_dim(X.shape[1]) * (40 + 100_000)
     assert est.batch_size * per_row >= _base._SMALL_WORK_FLOPS
+    small = est._network_flops + 2 * est._embedding_out_dim(X.shape[1]) * (40 + 100)
+    assert est.batch_size * small < _base._SMALL_WORK_FLOPS
