@@ -95,8 +95,9 @@ if __name__ == "__main__":
 # makes the code below ``Client("tcp://scheduler:8786")``. The workers need the same versions of
 # sksemiparam, torch and scikit-learn as this process (the estimator travels to them pickled);
 # the data travels with the tasks. One thread per worker suits small networks: the Dask nanny
-# starts each worker with ``OMP_NUM_THREADS=1``, and the estimators leave torch's threads alone
-# (``num_threads=None``, the default).
+# starts each worker with ``OMP_NUM_THREADS=1``, and the estimators never raise torch's threads
+# (``num_threads="auto"``, the default, lowers them to one for small work and otherwise leaves
+# them alone).
 #
 # One worker setting matters for training speed: the nanny also starts each worker with
 # ``MALLOC_TRIM_THRESHOLD_=65536`` (to give freed memory back to the system), and setting that

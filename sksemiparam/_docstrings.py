@@ -70,11 +70,15 @@ warm_start : bool, default=False
 device : str, default="auto"
     ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.""",
     "num_threads": """\
-num_threads : int or None, default=None
+num_threads : "auto", int or None, default="auto"
     Torch's intra-op threads (``torch.set_num_threads``) during ``fit``, ``partial_fit`` and
-    prediction, restored afterwards. None leaves torch's setting alone, which is right inside
-    joblib and Dask workers (they already set one thread per task); an int is for a single
-    process that should use fewer threads than cores.""",
+    prediction, restored afterwards. ``"auto"``: one thread on the CPU while a mini-batch is
+    small work, under 1e8 floating-point operations through the network and the stored examples
+    it searches, such as the default networks on tables of a few thousand rows, where more
+    threads only add synchronisation (ruinously when other processes share the cores); torch's
+    setting otherwise, and on CUDA. None leaves torch's setting alone
+    (joblib and Dask workers already set one thread per task); an int is for a single process that
+    should use fewer threads than cores.""",
     "precision": """\
 precision : {"float32", "bf16", "fp16"}, default="float32"
     Arithmetic of the network in training steps and forward passes: ``"bf16"`` and ``"fp16"``

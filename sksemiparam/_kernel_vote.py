@@ -118,7 +118,7 @@ class KernelVoteClassifierBase(RetrievalMixin, TorchClassifierBase):
         new = np.flatnonzero(slots >= n_old)  # in row order, so their slots are n_old, n_old + 1, ...
         if new.size == 0:
             return slots
-        keys = self._center_keys(X[new])
+        keys = self._check_finite_keys(self._center_keys(X[new]), X)
         self._on_centers_added(keys)
         if self.index_ is None:
             seed = int(torch.randint(0, 2**31 - 1, (1,), generator=self._generator))
@@ -187,7 +187,7 @@ class KernelVoteClassifierBase(RetrievalMixin, TorchClassifierBase):
 
     def _refresh(self):
         """Recompute the centres' positions (``_center_keys``) and rebuild the index."""
-        keys = self._center_keys()
+        keys = self._check_finite_keys(self._center_keys())
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=self._generator))
         self.index_ = self._new_index(seed).build(keys)
         self._epochs_since_refresh = 0

@@ -161,7 +161,7 @@ class MbPAClassifier(RetrievalMixin, TorchClassifierBase):
         warm_start=False,
         ewc_lambda=0.0,
         device="auto",
-        num_threads=None,
+        num_threads="auto",
         precision="float32",
         random_state=None,
         verbose=0,
@@ -258,7 +258,7 @@ class MbPAClassifier(RetrievalMixin, TorchClassifierBase):
 
     def _index_memory(self):
         """Index the memory's keys for prediction (exact search shares their storage)."""
-        self.index_ = self._new_index(self._index_seed).build(self.memory_.keys)
+        self.index_ = self._new_index(self._index_seed).build(self._check_finite_keys(self.memory_.keys))
 
     def _fisher_outputs(self, X):
         return self.module_(X)  # EWC protects the parametric model

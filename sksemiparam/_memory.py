@@ -445,6 +445,18 @@ class RetrievalMixin:
             stored = memory.size_after(row_identities(X, y))
         self._check_n_neighbors(stored)
 
+    def _compared_keys(self, new_rows: int) -> int:
+        """For ``num_threads="auto"``: a row is compared with at most every stored example (exact
+        search, dense votes), counted as the memory after this call's ``new_rows`` are added (an
+        estimator without ``memory_`` counts the rows)."""
+        if not self._stores_examples():
+            return 0
+        memory = self.__dict__.get("memory_")
+        if memory is None:
+            return new_rows
+        stored = len(memory) + new_rows
+        return stored if memory.capacity is None else min(stored, memory.capacity)
+
     def _remember(self, X, y, *, replace: bool) -> np.ndarray:
         """Write the rows (X, y) to ``memory_``, a new memory with ``replace``; the slot of each
         row (a row stored by an earlier call keeps its slot)."""

@@ -125,7 +125,7 @@ class NNGKClassifier(KernelVoteClassifierBase):
         warm_start=False,
         ewc_lambda=0.0,
         device="auto",
-        num_threads=None,
+        num_threads="auto",
         precision="float32",
         random_state=None,
         verbose=0,

@@ -161,7 +161,7 @@ class SemiparametricClassifier(
         warm_start=False,
         ewc_lambda=0.0,
         device="auto",
-        num_threads=None,
+        num_threads="auto",
         precision="float32",
         random_state=None,
         verbose=0,
@@ -336,7 +336,7 @@ class SemiparametricClassifier(
         """
         cache = self._index
         if cache.index is None and len(self.memory_):
-            keys = self._embed_rows(self.memory_.X)
+            keys = self._check_finite_keys(self._embed_rows(self.memory_.X), self.memory_.X)
             cache.index = self._new_index(cache.seed).build(keys)
         return cache.index
 

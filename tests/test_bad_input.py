@@ -7,15 +7,17 @@ and a pattern its message must match. The table runs against every public estima
 """
 
 import copy
+import re
 from numbers import Real
 
 import numpy as np
 import pytest
 import scipy.sparse as sp
+import torch
 from sklearn.base import clone, is_classifier
 from sklearn.utils._param_validation import Interval
 
-from tests._estimators import fast_estimators
+from tests._estimators import DEFAULT, fast_estimators
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning"),
@@ -232,3 +234,70 @@ def test_non_finite_hyperparameters(name):
         for value in (np.nan, np.inf, -np.inf):
             with pytest.raises(ValueError, match=rf"The '{param}' parameter of \w+ must be .* Got {value}"):
                 clone(est).set_params(**{param: value}).fit(X, y)
+
+
+# X far beyond the network's float32 range: no error of validate_data (the values are finite), but
+# the network's arithmetic overflows.
+HUGE = fast_estimators(*DEFAULT, max_epochs=3, random_state=0, device="cpu")
+OVERFLOW = r"overflowed to NaN or infinity in float32: the values of X are too large .*StandardScaler"
+X60 = np.random.default_rng(1).normal(size=(60, 4))
+Y60_CLASS = np.arange(60) % 3
+
+
+def _finite_outputs(model, X_):
+    """The model's predictions on X_ are finite, or predicting raises the overflow error."""
+    try:
+        out = model.predict_proba(X_) if is_classifier(model) else model.predict(X_)
+    except ValueError as exc:
+        assert re.search(OVERFLOW, str(exc)), str(exc)
+        return False
+    assert np.isfinite(out).all()
+    return True
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # numpy's own overflow warnings on the way
+@pytest.mark.parametrize("scale", [1e20, 1e30])
+@pytest.mark.parametrize("name", DEFAULT)
+def test_huge_X_gives_finite_predictions_or_a_clear_error(name, scale):
+    """Every estimator either predicts finite values or raises a ValueError that names the overflow
+    and suggests scaling X, never NaN predictions nor the neighbour index's "`keys` contains NaN";
+    a call that fails leaves a fitted model as it was."""
+    est = HUGE[name]
+    y = Y60_CLASS if is_classifier(est) else X60[:, 0]
+    huge = X60 * scale
+    try:
+        model = clone(est).fit(huge, y)
+    except ValueError as exc:
+        assert re.search(OVERFLOW, str(exc)), str(exc)
+        assert "(the largest |X| is" in str(exc) or "embeddings" in str(exc)
+    else:
+        _finite_outputs(model, huge)
+    good = clone(est).fit(X60, y)
+    _finite_outputs(good, huge)
+    for call_name, call in CALLS.items():
+        model = copy.deepcopy(good)
+        before = (_state(model), copy.deepcopy(model.module_.state_dict()))
+        params = model.get_params()
+        try:
+            call(model, huge, y)
+        except ValueError as exc:
+            assert re.search(OVERFLOW, str(exc)), (call_name, str(exc))
+            model.set_params(**params)
+            after = (_state(model), model.module_.state_dict())
+            np.testing.assert_array_equal(after[0][0], before[0][0], err_msg=call_name)
+            assert after[0][1:] == before[0][1:], call_name
+            for key, value in before[1].items():
+                torch.testing.assert_close(after[1][key], value, rtol=0, atol=0)
+        else:
+            _finite_outputs(model, huge)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("name", ["semiparametric", "meta-neighborhoods-regressor", "nngk", "impostor"])
+def test_huge_X_is_an_error_where_training_overflows(name):
+    """Where these returned NaN predictions or the index's "`keys` contains NaN or infinity" (issue
+    18), the error now names the overflow (so the test above is not vacuous)."""
+    est = HUGE[name]
+    y = Y60_CLASS if is_classifier(est) else X60[:, 0]
+    with pytest.raises(ValueError, match=OVERFLOW):
+        clone(est).fit(X60 * 1e20, y)

@@ -1,4 +1,5 @@
-"""``num_threads``: None never touches torch's thread setting; an int holds during the call only.
+"""``num_threads``: "auto" (the default) runs small work on one thread and leaves big work alone; None
+never touches torch's thread setting; an int holds during the call only. Whatever is set is restored.
 
 Thread counts are observed from inside the network: every estimator is built with an embedding
 factory whose module records ``torch.get_num_threads()`` at each forward pass.
@@ -10,6 +11,7 @@ import torch
 from sklearn.base import is_classifier
 from torch import nn
 
+from sksemiparam import SemiparametricClassifier, _base
 from tests._estimators import fast_estimators
 
 rng = np.random.default_rng(0)
@@ -73,8 +75,7 @@ def test_none_never_calls_set_num_threads(name, monkeypatch):
     calls = []
     monkeypatch.setattr(torch, "set_num_threads", lambda n: calls.append(n))
     recorder = _Recorder()
-    est = _make(name, recorder)
-    assert est.get_params()["num_threads"] is None
+    est = _make(name, recorder, num_threads=None)
     est.fit(X, _y(est))
     _partial_fit(est)
     est.predict(X)
@@ -129,9 +130,9 @@ def test_int_is_restored_after_an_exception(name):
     [
         (0, ValueError, r"`num_threads`=0 must be at least 1"),
         (-2, ValueError, r"`num_threads`=-2 must be at least 1"),
-        (1.5, TypeError, r"`num_threads` must be a positive int or None, got 1.5 of type float"),
-        ("2", TypeError, r"`num_threads` must be a positive int or None, got '2' of type str"),
-        (True, TypeError, r"`num_threads` must be a positive int or None, got True of type bool"),
+        (1.5, TypeError, r"`num_threads` must be 'auto', a positive int or None, got 1.5 of type float"),
+        ("2", TypeError, r"`num_threads` must be 'auto', a positive int or None, got '2' of type str"),
+        (True, TypeError, r"`num_threads` must be 'auto', a positive int or None, got True of type bool"),
     ],
 )
 def test_bad_values_raise(value, exc, pattern):
@@ -146,3 +147,79 @@ def test_bad_values_raise(value, exc, pattern):
     with pytest.raises(exc, match=pattern):
         est.predict(X)
     assert torch.get_num_threads() == 2
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("name", NAMES)
+def test_auto_default_runs_small_work_on_one_thread(name):
+    """The default: these tiny networks on 40 rows train and predict on one thread (two threads made
+    a step of such a network 7x slower on a shared 2-core machine), and torch's setting is back
+    afterwards, also after a failure."""
+    torch.set_num_threads(2)
+    recorder = _Recorder()
+    est = _make(name, recorder)
+    assert est.get_params()["num_threads"] == "auto"
+    est.fit(X, _y(est))
+    # Building the network probes it with two rows and counts its operations on one, under torch's
+    # setting: "auto" decides from that count. Every pass after them runs on one thread.
+    assert recorder.seen[:2] == [2, 2]
+    assert recorder.seen[2:] and set(recorder.seen[2:]) == {1}
+    recorder.seen.clear()
+    _partial_fit(est)
+    est.predict(X)
+    assert recorder.seen and set(recorder.seen) == {1}
+    assert torch.get_num_threads() == 2
+    recorder.fail = True
+    with pytest.raises(RuntimeError, match="failing on purpose"):
+        est.fit(X, _y(est))
+    assert torch.get_num_threads() == 2
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("name", ["semiparametric", "nngk"])
+def test_auto_leaves_big_work_alone(name, monkeypatch):
+    """Above the threshold "auto" is None: torch.set_num_threads is never called."""
+    monkeypatch.setattr(_base, "_SMALL_WORK_FLOPS", 0.0)
+    torch.set_num_threads(2)
+    calls = []
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: calls.append(n))
+    recorder = _Recorder()
+    est = _make(name, recorder)
+    est.fit(X, _y(est))
+    est.predict(X)
+    assert calls == []
+    assert set(recorder.seen) == {2}
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_auto_counts_operations_not_parameters():
+    """A convolutional embedding has few parameters and much work per row: "auto" counts its
+    operations (the paper's image network: ~3.7e7 FLOPs a 28x28 row), so a mini-batch of it is not
+    small, while the same rows through a small MLP are."""
+    rows = np.random.default_rng(0).random((8, 784), dtype=np.float32)
+    labels = np.arange(8) % 2
+    conv = SemiparametricClassifier(
+        "parametric", embedding="conv", image_shape=(1, 28, 28), max_epochs=1, device="cpu", random_state=0
+    ).fit(rows, labels)
+    n_params = sum(p.numel() for p in conv.module_.parameters())
+    assert conv._network_flops > 50 * n_params
+    assert conv._auto_num_threads(8) is None
+    mlp = SemiparametricClassifier("parametric", max_epochs=1, device="cpu", random_state=0).fit(rows, labels)
+    assert mlp._auto_num_threads(8) == 1
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_auto_counts_the_searched_memory():
+    """A retrieval estimator compares each row with its stored examples: a large enough memory makes
+    the same network's mini-batch big work, for training and prediction alike."""
+    est = _make("nngk", _Recorder()).fit(X, Y_CLASS)
+    assert est._compared_keys(0) == 40
+    assert est._compared_keys(100) == 140  # a partial_fit of 100 new rows
+    assert est._auto_num_threads() == 1  # predictions
+    assert est._auto_num_threads(100) == 1
+    assert est._auto_num_threads(100_000) is None
+    # and the rule itself: rows x (network + 2 x key width x stored keys) against the threshold
+    per_row = est._network_flops + 2 * est._embedding_out_dim(X.shape[1]) * (40 + 100_000)
+    assert est.batch_size * per_row >= _base._SMALL_WORK_FLOPS
+    small = est._network_flops + 2 * est._embedding_out_dim(X.shape[1]) * (40 + 100)
+    assert est.batch_size * small < _base._SMALL_WORK_FLOPS
