@@ -18,6 +18,7 @@ its named steps), early stopping, progress and persistence. docs/contributing.md
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 import signal
 import threading
@@ -1044,6 +1045,11 @@ class TorchEstimatorBase(BaseEstimator):
         saved = state.pop("_sksemiparam_version", None)
         if saved is not None:
             _check_not_newer(saved, __version__, f"this {type(self).__name__}")
+        # A parameter added after the model was saved takes its default, which keeps the behaviour
+        # the model was trained with (a new parameter's default is the procedure as it was).
+        for name, parameter in inspect.signature(type(self).__init__).parameters.items():
+            if parameter.default is not inspect.Parameter.empty:
+                state.setdefault(name, parameter.default)
         self._upgrade_state(state)
         generator_state = state.get("_generator")
         super().__setstate__(state)
