@@ -22,6 +22,7 @@ SECTIONS = [
     ("NNGKClassifier", "nngk", ("nngk-",)),
     ("ImpostorClassifier", "impostor", ("impostor-",)),
     ("Neighbour search", "neighbor-index", ("index",)),
+    ("Predicting against a million stored examples", "neighbor-index", ("predict-scale",)),
     ("What the memory costs over the plain network", "training", ("overhead",)),
     ("Training on long streams", "training", ("stream-",)),
     ("Grid search on a Dask cluster", "training", ("gridsearch-",)),
