@@ -46,18 +46,19 @@ would measure the load, not the library), after an untimed warm-up fit of every 
    default fit of each estimator (only ``device="cpu"`` and ``random_state`` given) over the default
    fit of ``sklearn.neural_network.MLPClassifier`` (or ``MLPRegressor``), with the epochs each ran
    (``n_iter_``) and the test score (accuracy or R^2 on 1,000 more rows). One fit each, seed 0.
-4. **The training loop** (``step_ratio``, ``step_ms``, ``plain_step_ms``): on the same small table, a fit of
-   ``STEP_EPOCHS`` epochs through the library over a hand-written torch loop that trains the same
-   network (a copy of the fitted ``module_``) with ``torch.optim.Adam`` (its fused kernel, as the
-   library's) at the same learning rate (the library's AdamW with its default weight decay 0 takes
-   the same steps), the same batch size and epochs, reshuffled every epoch, and the estimator's training loss. Both are
-   timed from the numpy arrays to the trained network (fastest of 3 when under 2 s). Measured for
-   the parametric twin (``parametric_twin``: the library's overhead alone; the target is 1.3x),
-   SemiparametricClassifier (its in-batch neighbour estimate is part of the network's forward pass, so
-   the plain loop does it too), both Meta-Neighborhoods (their inner steps are in the forward pass
-   too) and MbPAClassifier, whose plain loop trains g(f(x)) without writing the memory: its ratio
-   includes the memory writes and the index built at the end. NNGK and the Impostor Network search an
-   index inside their loss; a plain loop would have to re-implement them, so they have no step ratio.
+4. **The training loop** (``step_ratio``, ``step_ms``, ``plain_step_ms``): on the same small table,
+   a fit of ``STEP_EPOCHS`` epochs through the library over a hand-written torch loop that trains
+   the same network (a copy of the fitted ``module_``) with ``torch.optim.Adam`` (its fused kernel,
+   as the library's) at the same learning rate (the library's AdamW with its default weight decay 0
+   takes the same steps), the same batch size and epochs, reshuffled every epoch, and the
+   estimator's training loss. Both are timed from the numpy arrays to the trained network (fastest
+   of 3 when under 2 s). Measured for the parametric twin (``parametric_twin``: the library's
+   overhead alone; the target is 1.3x), SemiparametricClassifier (its in-batch neighbour estimate is
+   part of the network's forward pass, so the plain loop does it too), both Meta-Neighborhoods
+   (their inner steps are in the forward pass too) and MbPAClassifier, whose plain loop trains
+   g(f(x)) without writing the memory: its ratio includes the memory writes and the index built at
+   the end. NNGK and the Impostor Network search an index inside their loss; a plain loop would have
+   to re-implement them, so they have no step ratio.
 
 ``--quick``: 10,000 MNIST training images and 2,000 queries, 5,000 elevators rows, one seed; awkward
 tables of 2,000 rows, 2 epochs; small tables of 1,000 training rows; 3 loop epochs.

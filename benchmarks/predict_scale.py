@@ -123,7 +123,8 @@ def run(quick: bool, data_dir: str | None) -> dict[str, Any]:
         rows.append(row)
         print(
             f"  {name:<26} stored {row['n_stored']:,} in {row['store_seconds']:6.1f} s; predict "
-            f"{row['n_queries']:,} in {row['predict_seconds']:6.1f} s, peak +{row['predict_peak_added_mb']:.0f} MB "
+            f"{row['n_queries']:,} in {row['predict_seconds']:6.1f} s, "
+            f"peak +{row['predict_peak_added_mb']:.0f} MB "
             f"(a dense distance matrix: {row['dense_matrix_mb']:.0f} MB)",
             flush=True,
         )

@@ -16,15 +16,6 @@ n_neighbors : int, "auto" or None, default="auto"
     Stored examples retrieved per query. ``"auto"``: 32, or all of them while fewer are
     stored. None: all of them (dense, exact; its cost grows with the memory). An integer
     larger than the number of stored examples is an error.""",
-    "candidates": """\
-candidates : int, float or None, default=None
-    What each training step votes over. None (the paper's procedure): each row's
-    ``n_neighbors`` nearest centres, searched among all centres as of the last refresh
-    (constants between refreshes). An int m, or a float in (0, 1] (that fraction of the
-    stored rows): m centres drawn at random for each mini-batch and a dense vote over all of
-    them, without search (ModernNCA's stochastic neighbour sampling); centres that are
-    embeddings of stored rows are embedded in the batch's forward pass, so gradients reach
-    both the query and the candidate embeddings. Prediction is the same in both modes.""",
     "index": """\
 index : {"auto", "exact", "approximate", "faiss"}, default="auto"
     Nearest-neighbour search over the stored examples: exact (torch), an approximate

@@ -114,7 +114,18 @@ class ImpostorClassifier(KernelVoteClassifierBase):
     refresh_every : int, default=1
         Epochs between rebuilds of the index over the centres (and, for ``"tied"``, recomputation
         of the centres). Not used while training with ``candidates``.
-    .. shared:: candidates index index_params
+    candidates : int, float or None, default=1024
+        What each training step votes over. An int m, or a float in (0, 1] (that fraction of the
+        stored rows): m centres drawn at random for each mini-batch and a dense vote over all of
+        them, without search (ModernNCA's stochastic neighbour sampling, not the paper's
+        procedure); loose centres get gradients where drawn, tied ones are embedded with the
+        batch. None (the paper's procedure): each row's ``n_neighbors`` nearest centres,
+        searched among all centres as of the last refresh (constants between refreshes).
+        Prediction is the same in both modes: the ``n_neighbors`` nearest of all centres. The
+        default is the sampled mode because the ``overhead`` benchmark (full MNIST, 1 epoch, 3
+        seeds) measured it more accurate than the search (0.9717 vs 0.9633) at a third of its fit
+        time (8.1x vs 22.1x a softmax network with the same embedding).
+    .. shared:: index index_params
     quantize : {None, "pq"}, default=None
         ``"pq"``: after training, store each centre as ``pq_subspaces`` bytes (product
         quantisation) and score queries against the decoded centres. None: float32 centres.
@@ -208,7 +219,7 @@ class ImpostorClassifier(KernelVoteClassifierBase):
         sigma="scale",
         learn_sigma=False,
         refresh_every=1,
-        candidates=None,
+        candidates=1024,
         index="auto",
         index_params=None,
         quantize=None,

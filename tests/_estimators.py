@@ -58,8 +58,10 @@ def fast_estimators(*names, n_neighbors=4, n_entries=8, n_add=2, **params):
             n_entries=n_entries, inner_lr="diagonal", first_order=True, **params
         ),
         "nngk-dense": lambda: NNGKClassifier(n_neighbors=None, learn_sigma=True, refresh_every=3, **params),
-        "nngk-sampled": lambda: NNGKClassifier(n_neighbors=k, candidates=0.5, **params),
-        "impostor-sampled": lambda: ImpostorClassifier(n_neighbors=k, candidates=6, n_add=n_add, **params),
+        # The papers' procedure: each training step searches the nearest centres (the default
+        # draws candidates at random).
+        "nngk-search": lambda: NNGKClassifier(n_neighbors=k, candidates=None, **params),
+        "impostor-search": lambda: ImpostorClassifier(n_neighbors=k, candidates=None, n_add=n_add, **params),
         "impostor-fixed-pq": lambda: ImpostorClassifier(
             centers="fixed", n_neighbors=k, quantize="pq", pq_subspaces=8, **params
         ),

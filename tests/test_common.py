@@ -30,9 +30,9 @@ ROSTER = {
     **fast_estimators(
         "nngk",
         "nngk-dense",
-        "nngk-sampled",
+        "nngk-search",
         "impostor",
-        "impostor-sampled",
+        "impostor-search",
         "impostor-fixed-pq",
         n_neighbors=8,
         n_add=None,

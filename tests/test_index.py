@@ -351,7 +351,9 @@ def test_exact_search_is_brute_force_on_any_keys(seed, n, d, distinct, log_scale
     own = rng.integers(-1, n, len(queries)) if n > 1 and rng.random() < 0.5 else None
     k = int(rng.integers(1, n + (1 if own is None else 0)))
     index = NeighborIndex("exact").build(torch.from_numpy(keys))
-    dist, ids = index.query(torch.from_numpy(queries), k, exclude=None if own is None else torch.from_numpy(own))
+    dist, ids = index.query(
+        torch.from_numpy(queries), k, exclude=None if own is None else torch.from_numpy(own)
+    )
     bd, bi = brute_force(keys.astype(np.float64), queries.astype(np.float64), k, own)
     # Distances within float32 rounding of each other are snapped to 0 by design (a query equal to a
     # key up to rounding); brute force in float64 sees them, so compare rows without such near-ties.
