@@ -369,8 +369,8 @@ class NeighborIndex:
     def _query_exact(self, queries, k, exclude):
         """Exact search in two stages: float32 matrix products find candidates, float64 ranks them.
 
-        Stage one scores every key by ``t = (1 - nu) |k|^2 - 2 q.k`` in float32, one ``addmm`` per
-        block of keys (the machine's matrix-multiply speed), and keeps the ``k + _RESCORE_MARGIN``
+        Stage one scores every key by ``t = (1 - nu) |k|^2 - 2 q.k`` in float32, one matrix product
+        per block of keys (``_ExactScale.scores``: the machine's matrix-multiply speed), and keeps the ``k + _RESCORE_MARGIN``
         smallest. ``|q|^2`` is the same for a whole row and is left out; ``nu = 8 d eps`` shifts each
         key by more than the rounding error of its own score, so ``t + |q|^2 (1 - (d + 1) eps)`` is a
         lower bound of the key's true squared distance, a bound that depends on the key's own norm and
@@ -453,7 +453,9 @@ class NeighborIndex:
         count = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
         for ks in range(0, scale.n_keys, _EXACT_KEY_BLOCK):
             count += (scale.scores(q, ks, ks + _EXACT_KEY_BLOCK, own) <= reach[:, None]).sum(1)
-        n_candidates = int(count.max())
+        # The k nearest are always counted (their bound is below their distance); never fewer than
+        # k (+ the query's own key) whatever rounding did to the count.
+        n_candidates = max(int(count.max()), min(scale.n_keys, k + (own is not None)))
         d, i = [], []
         # Rows at a time so that a gathered (rows, candidates, d) float64 block stays bounded.
         step = max(1, _FLOAT64_ELEMENTS // max(n_candidates * self.keys.shape[1], 1))
