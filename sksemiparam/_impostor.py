@@ -12,6 +12,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from ._base import _torch_threads
 from ._kernel_vote import KernelVoteClassifierBase
+from ._lazy_adam import LazyRowAdamW
 from ._memory import row_identities
 from ._pq import ProductQuantizer
 from .nn.kernels import pairwise_sq_distances
@@ -330,7 +331,66 @@ class ImpostorClassifier(KernelVoteClassifierBase):
     def _scored_centers(self, ids):
         if self.centers != "loose":
             return super()._scored_centers(ids)
+        if ids is not None and self._lazy_leaves is not None and torch.is_grad_enabled():
+            return self._lazy_rows(ids)
         return self.module_.centers if ids is None else self.module_.centers[ids]
+
+    # ------------------------------------------- loose centres: AdamW on the rows a step reaches
+    # A step's loss reaches the drawn candidates and the batch's own centres, a few hundred of the
+    # N rows: indexing the parameter would give it a dense N x d gradient and AdamW would update
+    # all N rows (two thirds of a step on MNIST). Instead each step reads the rows it uses as leaf
+    # tensors (after bringing them up to date, ``LazyRowAdamW.catch_up``) and updates only those,
+    # with the updates dense AdamW would make (see ``_lazy_adam``).
+    _lazy_leaves = None  # during a training step: [(ids, leaf)] read by the loss
+
+    def _lazy_optimizer(self):
+        return LazyRowAdamW(self.module_.centers, self._get_optimizer())
+
+    def _lazy_rows(self, ids):
+        lazy = self._lazy_optimizer()
+        if lazy.dense:  # no lazy form for this weight decay: every row takes part in the step
+            leaf = self.module_.centers.detach().clone().requires_grad_()
+            self._lazy_leaves.append((None, leaf))
+            return leaf[ids]
+        lazy.catch_up(ids.reshape(-1))
+        leaf = self.module_.centers.detach()[ids].requires_grad_()
+        self._lazy_leaves.append((ids, leaf))
+        return leaf
+
+    def _step(self, xb, yb, ids, optimizer, scaler):
+        if self.centers != "loose":
+            return super()._step(xb, yb, ids, optimizer, scaler)
+        # The loss was scaled by this factor for float16 (read before the scaler updates it).
+        scale = None if scaler is None else scaler.get_scale()
+        self._lazy_leaves = []
+        try:
+            loss = super()._step(xb, yb, ids, optimizer, scaler)
+            used = [(i, leaf) for i, leaf in self._lazy_leaves if leaf.grad is not None]
+            if used:
+                self._lazy_update(used, scale)
+        finally:
+            self._lazy_leaves = None
+        return loss
+
+    def _lazy_update(self, used, scale):
+        centers = self.module_.centers
+        dim = centers.shape[1]
+        every = torch.arange(centers.shape[0], device=centers.device)
+        # (An empty neighbour slot is id -1, masked out of the vote: its gradient is zero.)
+        rows = torch.cat([every if i is None else i.reshape(-1) % centers.shape[0] for i, _ in used])
+        grads = torch.cat([leaf.grad.reshape(-1, dim) for _, leaf in used])
+        if scale is not None:  # float16: unscale; skip the step where the scaler skipped it
+            grads = grads / scale
+            if not torch.isfinite(grads).all():
+                return
+        rows, inverse = torch.unique(rows, return_inverse=True)
+        grad = torch.zeros(rows.shape[0], dim, dtype=grads.dtype, device=grads.device)
+        self._lazy_optimizer().step(rows, grad.index_add_(0, inverse, grads).to(centers.dtype))
+
+    def _catch_up_centers(self):
+        """Bring every loose centre up to date (before anything reads their positions)."""
+        if self.centers == "loose" and self.module_.centers.shape[0]:
+            self._lazy_optimizer().catch_up()
 
     def _center_targets(self):
         return self.center_targets_
@@ -389,6 +449,7 @@ class ImpostorClassifier(KernelVoteClassifierBase):
         super()._store_centers(X, y)
 
     def _after_epoch(self, X, y, epoch):
+        self._catch_up_centers()
         if self._continual and epoch == 0:
             if self.candidates is not None:
                 self._refresh()  # the pass searched nothing: bring the index up to date first
@@ -415,16 +476,20 @@ class ImpostorClassifier(KernelVoteClassifierBase):
         and embedded: the penalty keeps anchoring the examples of earlier calls to their centres
         (without it, old centres go stale while the embedding moves on).
         """
-        centers = self.module_.centers
+        device = self.module_.centers.device
         if not self._incremental:
             # A masked mean, not boolean indexing: no host round-trip per batch on CUDA.
             mine = (center_ids >= 0).float()
-            gap = (z - centers[center_ids.clamp_min(0)]).square().sum(1)
+            gap = (z - self._scored_centers(center_ids.clamp_min(0).to(device))).square().sum(1)
             return (gap * mine).sum() / mine.sum().clamp_min(1.0)
-        n = centers.shape[0]
+        n = self.module_.centers.shape[0]
         drawn = torch.randint(n, (z.shape[0],), generator=self._generator)
         embedded = self.module_(self.memory_.X[drawn.to(self.memory_.X.device)].to(z.device))
-        return (embedded - centers[drawn.to(centers.device)]).square().sum(1).mean()
+        return (embedded - self._scored_centers(drawn.to(device))).square().sum(1).mean()
+
+    def _end_training(self, X, y, **kwargs):
+        self._catch_up_centers()  # an interrupted epoch ends without _after_epoch
+        super()._end_training(X, y, **kwargs)
 
     def _on_train_end(self, X, y, *, incremental):
         super()._on_train_end(X, y, incremental=incremental)

@@ -156,14 +156,15 @@ class KernelVoteClassifierBase(RetrievalMixin, TorchClassifierBase):
 
     def _resize_rows(self, name, *, keep=None, new_rows=None):
         """Drop rows (``keep`` mask) and/or append ``new_rows`` to a per-centre parameter of the
-        module, keeping AdamW's moment estimates row for row (new rows start at zero)."""
+        module, keeping AdamW's moment estimates row for row (new rows start at zero) and, for
+        rows updated lazily (``_lazy_adam``), the step each row is up to date with (new rows: now)."""
         module = self.module_
         old = getattr(module, name)
         data = old.detach()
         moments = {}
         optimizer = self._get_optimizer()
         state = optimizer.state.pop(old, None) or {}
-        for key in ("exp_avg", "exp_avg_sq"):
+        for key in ("exp_avg", "exp_avg_sq", "row_step"):
             if key in state:
                 moments[key] = state[key]
         if keep is not None:
@@ -176,7 +177,11 @@ class KernelVoteClassifierBase(RetrievalMixin, TorchClassifierBase):
                 data = data.new_zeros(0, new_rows.shape[1])
                 moments = {}
             data = torch.cat([data, new_rows])
-            moments = {k: torch.cat([v, torch.zeros_like(new_rows)]) for k, v in moments.items()}
+            now = torch.full_like(new_rows[:, 0], float(state.get("step", 0)))
+            moments = {
+                k: torch.cat([v, now if k == "row_step" else torch.zeros_like(new_rows)])
+                for k, v in moments.items()
+            }
         new = nn.Parameter(data, requires_grad=old.requires_grad)
         for group in optimizer.param_groups:
             group["params"] = [new if p is old else p for p in group["params"]]

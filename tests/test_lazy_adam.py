@@ -1,0 +1,103 @@
+"""AdamW on the rows a step reaches (the Impostor Network's loose centres) against dense AdamW."""
+
+import numpy as np
+import pytest
+import torch
+
+from sksemiparam import ImpostorClassifier
+from sksemiparam._lazy_adam import LazyRowAdamW
+
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
+
+def _both(scale, weight_decay, *, steps=400, n=40, d=3, touch=0.05, seed=0):
+    """Dense torch.optim.AdamW and the lazy rows on the same sparse gradients; both parameters."""
+    gen = torch.Generator().manual_seed(seed)
+    init = torch.randn(n, d, generator=gen)
+    dense, lazy = torch.nn.Parameter(init.clone()), torch.nn.Parameter(init.clone())
+    dense_opt = torch.optim.AdamW([dense], lr=1e-2, weight_decay=weight_decay)
+    rows_opt = LazyRowAdamW(lazy, torch.optim.AdamW([lazy], lr=1e-2, weight_decay=weight_decay))
+    for t in range(steps):
+        touched = torch.rand(n, generator=gen) < touch
+        touched[0] = t in (0, steps - 1)  # row 0: idle for the whole run in between
+        rows = torch.nonzero(touched)[:, 0]
+        grad = torch.randn(rows.numel(), d, generator=gen) * scale
+        full = torch.zeros(n, d)
+        full[rows] = grad
+        dense.grad = full
+        dense_opt.step()
+        rows_opt.catch_up(rows)
+        rows_opt.step(rows, grad)
+    rows_opt.catch_up()
+    return init, dense.detach(), lazy.detach(), dense_opt.state[dense], rows_opt.state
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.01, 1.0])
+def test_lazy_rows_take_dense_adamw_steps(weight_decay):
+    # Gradients far above eps: every row, touched or idle for up to the whole run, ends where dense
+    # AdamW puts it, moments included.
+    init, dense, lazy, dense_state, lazy_state = _both(1.0, weight_decay)
+    moved = (dense - init).abs().max()
+    assert (dense - lazy).abs().max() <= 1e-4 * moved
+    assert (lazy[0] - init[0]).abs().max() > 0.1 * moved  # row 0 moved while idle, as in dense AdamW
+    for key in ("exp_avg", "exp_avg_sq"):
+        torch.testing.assert_close(lazy_state[key], dense_state[key], rtol=1e-5, atol=1e-7)
+    assert float(lazy_state["step"]) == float(dense_state["step"]) == 400
+    assert (lazy_state["row_step"] == 400).all()
+
+
+def test_gradients_near_eps_stay_close_to_dense_adamw():
+    # The one approximation: eps in the idle steps, taken at one step instead of at each.
+    init, dense, lazy, _, _ = _both(1e-4, 0.0)
+    assert (dense - lazy).abs().max() <= 2e-3 * (dense - init).abs().max()
+    init, dense, lazy, _, _ = _both(1e-7, 0.0)
+    assert (dense - lazy).abs().max() <= 2e-2 * (dense - init).abs().max()
+
+
+def test_a_weight_decay_without_a_lazy_form_updates_every_row():
+    param = torch.nn.Parameter(torch.zeros(4, 2))
+    assert not LazyRowAdamW(param, torch.optim.AdamW([param], lr=1e-3, weight_decay=1.0)).dense
+    assert LazyRowAdamW(param, torch.optim.AdamW([param], lr=0.5, weight_decay=1.0)).dense
+
+
+def _centres(monkeypatch, dense, X, y, **params):
+    if dense:
+        monkeypatch.setattr(LazyRowAdamW, "dense", property(lambda self: True))
+    clf = ImpostorClassifier(max_epochs=3, random_state=0, device="cpu", **params).fit(X, y)
+    monkeypatch.undo()
+    return clf
+
+
+@pytest.mark.parametrize("candidates", [64, None])
+def test_impostor_centres_train_as_with_dense_adamw(candidates, digits, monkeypatch):
+    # Sampled candidates and the paper's search both read a few rows per step; the centres end
+    # where dense AdamW over all of them puts them, and so do the predictions.
+    X_train, X_test, y_train, _ = digits
+    X, y = X_train[:300], y_train[:300]
+    lazy = _centres(monkeypatch, False, X, y, candidates=candidates)
+    dense = _centres(monkeypatch, True, X, y, candidates=candidates)
+    moved = (dense.module_.centers.detach() - dense._embed_rows(dense.memory_.X)).abs().max()
+    gap = (lazy.module_.centers.detach() - dense.module_.centers.detach()).abs().max()
+    assert moved > 0 and gap <= 1e-3 * dense.module_.centers.detach().abs().max()
+    np.testing.assert_allclose(lazy.predict_proba(X_test), dense.predict_proba(X_test), atol=1e-3)
+
+
+def test_continual_add_and_drop_keeps_each_rows_step(digits, monkeypatch):
+    # Centres added and dropped between steps keep their moments and their "up to date" step.
+    X_train, _, y_train, _ = digits
+    old, new = y_train < 5, y_train >= 5
+    results = []
+    for dense in (False, True):
+        if dense:
+            monkeypatch.setattr(LazyRowAdamW, "dense", property(lambda self: True))
+        clf = ImpostorClassifier(
+            candidates=32, n_add=30, n_drop=10, max_epochs=2, random_state=0, device="cpu"
+        )
+        clf.partial_fit(X_train[old][:200], y_train[old][:200], classes=np.arange(10))
+        clf.partial_fit(X_train[new][:100], y_train[new][:100])
+        monkeypatch.undo()
+        results.append(clf.module_.centers.detach().clone())
+        state = clf._get_optimizer().state[clf.module_.centers]
+        assert state["exp_avg"].shape == clf.module_.centers.shape
+        assert (state["row_step"] == state["step"]).all()  # every row brought up to date at the end
+    torch.testing.assert_close(results[0], results[1], rtol=1e-3, atol=1e-4)
