@@ -197,6 +197,42 @@ def test_sampled_candidates_learn_and_predict_with_the_final_centres(digits):
         )
 
 
+def test_sampled_candidates_cycle_through_every_stored_row(digits):
+    # Each step's candidates are distinct, and successive steps take successive slices of one
+    # permutation: every stored row is drawn once before any is drawn twice.
+    X_train, _, y_train, _ = digits
+    clf = NNGKClassifier(candidates=64, **{**FAST, "max_epochs": 1}).fit(X_train[:300], y_train[:300])
+    draws = [clf._draw_candidates(64, 300) for _ in range(4)]  # 256 of the 300 rows
+    assert all(len(set(d.tolist())) == 64 for d in draws)
+    assert len(set(torch.cat(draws).tolist())) == 256
+    nxt = clf._draw_candidates(64, 300)  # 44 rows left: a new permutation
+    assert len(set(nxt.tolist())) == 64
+    np.testing.assert_array_equal(clf._draw_candidates(500, 300).numpy(), np.arange(300))
+
+
+@pytest.mark.parametrize("name", ["NNGKClassifier", "ImpostorClassifier"])
+def test_early_stopping_validates_against_the_current_centres(name, digits, monkeypatch):
+    # Sampled candidates search nothing while training; the validation score must still come from
+    # centres embedded by the network being validated, not those of the first epoch.
+    import sksemiparam
+
+    X_train, _, y_train, _ = digits
+    seen = []
+    cls = getattr(sksemiparam, name)
+    score = cls._score_tensors
+
+    def spy(self, X, y):
+        with torch.no_grad():
+            seen.append((self.index_.keys.clone(), self._center_keys()))
+        return score(self, X, y)
+
+    monkeypatch.setattr(cls, "_score_tensors", spy)
+    cls(candidates=32, early_stopping=True, **{**FAST, "max_epochs": 3}).fit(X_train, y_train)
+    assert len(seen) == 3
+    for indexed, current in seen:
+        torch.testing.assert_close(indexed, current)
+
+
 def test_partial_fit_adds_the_new_examples_as_centres(digits):
     X_train, X_test, y_train, y_test = digits
     clf = NNGKClassifier(n_neighbors=8, **FAST)
