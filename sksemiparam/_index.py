@@ -370,7 +370,8 @@ class NeighborIndex:
         """Exact search in two stages: float32 matrix products find candidates, float64 ranks them.
 
         Stage one scores every key by ``t = (1 - nu) |k|^2 - 2 q.k`` in float32, one matrix product
-        per block of keys (``_ExactScale.scores``: the machine's matrix-multiply speed), and keeps the ``k + _RESCORE_MARGIN``
+        per block of keys (``_ExactScale.scores``: the machine's matrix-multiply speed), and keeps
+        the ``k + _RESCORE_MARGIN``
         smallest. ``|q|^2`` is the same for a whole row and is left out; ``nu = 8 d eps`` shifts each
         key by more than the rounding error of its own score, so ``t + |q|^2 (1 - (d + 1) eps)`` is a
         lower bound of the key's true squared distance, a bound that depends on the key's own norm and

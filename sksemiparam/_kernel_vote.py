@@ -187,11 +187,12 @@ class KernelVoteClassifierBase(RetrievalMixin, TorchClassifierBase):
                 data = data.new_zeros(0, new_rows.shape[1])
                 moments = {}
             data = torch.cat([data, new_rows])
-            now = torch.full_like(new_rows[:, 0], float(state.get("step", 0)))
-            moments = {
-                k: torch.cat([v, now if k == "row_step" else torch.zeros_like(new_rows)])
-                for k, v in moments.items()
-            }
+            for key, value in moments.items():
+                if key == "row_step":  # new rows are up to date with the current step
+                    fill = torch.full((new_rows.shape[0],), float(state["step"]), device=value.device)
+                else:
+                    fill = torch.zeros_like(new_rows)
+                moments[key] = torch.cat([value, fill.to(value.dtype)])
         new = nn.Parameter(data, requires_grad=old.requires_grad)
         for group in optimizer.param_groups:
             group["params"] = [new if p is old else p for p in group["params"]]
