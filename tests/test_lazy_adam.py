@@ -60,10 +60,13 @@ def test_a_weight_decay_without_a_lazy_form_updates_every_row():
     assert LazyRowAdamW(param, torch.optim.AdamW([param], lr=0.5, weight_decay=1.0)).dense
 
 
-def _centres(monkeypatch, dense, X, y, **params):
-    if dense:
+def _fit(monkeypatch, lazy, X, y, **params):
+    """An Impostor Network whose loose centres take lazy row steps (every step), or dense AdamW."""
+    if lazy:
+        monkeypatch.setattr(ImpostorClassifier, "_LAZY_ROWS_FACTOR", 0)
+    else:
         monkeypatch.setattr(LazyRowAdamW, "dense", property(lambda self: True))
-    clf = ImpostorClassifier(max_epochs=3, random_state=0, device="cpu", **params).fit(X, y)
+    clf = ImpostorClassifier(random_state=0, device="cpu", **params).fit(X, y)
     monkeypatch.undo()
     return clf
 
@@ -71,15 +74,32 @@ def _centres(monkeypatch, dense, X, y, **params):
 @pytest.mark.parametrize("candidates", [64, None])
 def test_impostor_centres_train_as_with_dense_adamw(candidates, digits, monkeypatch):
     # Sampled candidates and the paper's search both read a few rows per step; the centres end
-    # where dense AdamW over all of them puts them, and so do the predictions.
+    # where torch's AdamW over all of them puts them, and so do the predictions.
     X_train, X_test, y_train, _ = digits
     X, y = X_train[:300], y_train[:300]
-    lazy = _centres(monkeypatch, False, X, y, candidates=candidates)
-    dense = _centres(monkeypatch, True, X, y, candidates=candidates)
-    moved = (dense.module_.centers.detach() - dense._embed_rows(dense.memory_.X)).abs().max()
-    gap = (lazy.module_.centers.detach() - dense.module_.centers.detach()).abs().max()
-    assert moved > 0 and gap <= 1e-3 * dense.module_.centers.detach().abs().max()
+    params = {"candidates": candidates, "max_epochs": 3}
+    lazy, dense = _fit(monkeypatch, True, X, y, **params), _fit(monkeypatch, False, X, y, **params)
+    assert "row_step" in lazy._get_optimizer().state[lazy.module_.centers]
+    assert "row_step" not in dense._get_optimizer().state[dense.module_.centers]
+    centres = dense.module_.centers.detach()
+    assert (centres - dense._embed_rows(dense.memory_.X)).abs().max() > 0  # the centres moved
+    assert (lazy.module_.centers.detach() - centres).abs().max() <= 1e-3 * centres.abs().max()
     np.testing.assert_allclose(lazy.predict_proba(X_test), dense.predict_proba(X_test), atol=1e-3)
+
+
+def test_lazy_rows_only_where_the_centres_outnumber_the_rows_a_step_reaches(digits):
+    # 1,257 centres, 20 + 16 rows reached per step: lazy. 300 centres, 100 + 64: dense AdamW.
+    X_train, _, y_train, _ = digits
+    big = ImpostorClassifier(candidates=16, batch_size=20, max_epochs=1, random_state=0, device="cpu")
+    small = ImpostorClassifier(candidates=64, max_epochs=1, random_state=0, device="cpu")
+    big.fit(X_train, y_train)
+    small.fit(X_train[:300], y_train[:300])
+    assert "row_step" in big._get_optimizer().state[big.module_.centers]
+    assert "row_step" not in small._get_optimizer().state[small.module_.centers]
+    # Switching to dense AdamW between calls first brings every row up to date.
+    state = big._get_optimizer().state[big.module_.centers]
+    big.set_params(batch_size=200).partial_fit(X_train[:50], y_train[:50])
+    assert "row_step" not in state
 
 
 def test_continual_add_and_drop_keeps_each_rows_step(digits, monkeypatch):
@@ -87,8 +107,10 @@ def test_continual_add_and_drop_keeps_each_rows_step(digits, monkeypatch):
     X_train, _, y_train, _ = digits
     old, new = y_train < 5, y_train >= 5
     results = []
-    for dense in (False, True):
-        if dense:
+    for lazy in (True, False):
+        if lazy:
+            monkeypatch.setattr(ImpostorClassifier, "_LAZY_ROWS_FACTOR", 0)
+        else:
             monkeypatch.setattr(LazyRowAdamW, "dense", property(lambda self: True))
         clf = ImpostorClassifier(
             candidates=32, n_add=30, n_drop=10, max_epochs=2, random_state=0, device="cpu"
@@ -99,5 +121,6 @@ def test_continual_add_and_drop_keeps_each_rows_step(digits, monkeypatch):
         results.append(clf.module_.centers.detach().clone())
         state = clf._get_optimizer().state[clf.module_.centers]
         assert state["exp_avg"].shape == clf.module_.centers.shape
-        assert (state["row_step"] == state["step"]).all()  # every row brought up to date at the end
+        if lazy:
+            assert (state["row_step"] == state["step"]).all()  # every row up to date at the end
     torch.testing.assert_close(results[0], results[1], rtol=1e-3, atol=1e-4)
