@@ -16,13 +16,16 @@ r = beta1 / sqrt(beta2) and c(u) = sqrt(1 - beta2^u) / (1 - beta1^u) (the bias c
 step u). K comes from a table over global steps, G(u) = sum_{i>=1} rho^i c(u+i) with
 rho = r / (1 - lam): K(s, n) = (1 - lam)^n (G(s) - rho^n G(s+n)). The one approximation is in eps:
 dense AdamW divides by sqrt(v_u) + eps at every idle step u, where v_u shrinks by beta2 per step;
-here eps' = eps sqrt(1 - beta2^(s+1)) / sqrt(beta2), its value at the first idle step, for all of
-them. Where sqrt(v) >> eps (any gradient that moved the row) the two agree to float rounding
-(``tests/test_lazy_adam.py`` checks both regimes against ``torch.optim.AdamW``).
+here eps' = eps sqrt(1 - beta2^(s+j)) / beta2^(j/2), its value j = min(n, r / (1 - r)) ~ 9 steps
+after s (the idle steps' weighted mean distance), for all of them. Where sqrt(v) >> eps (any
+gradient that moved the row) the two agree to float rounding (``tests/test_lazy_adam.py`` checks
+both regimes against ``torch.optim.AdamW``).
 
 The state lives in the optimizer's own ``state[param]`` (``exp_avg``, ``exp_avg_sq``, ``step``, as
 AdamW keeps them, plus ``row_step``: the global step each row is up to date with), so it is saved,
-loaded and resized with the rest; AdamW itself never touches the parameter, which has no ``.grad``.
+loaded and resized with the rest. During lazy steps the parameter has no ``.grad``, so AdamW's own
+step skips it; a caller that switches to AdamW's dense step first brings every row up to date and
+drops ``row_step`` (``ImpostorClassifier._step``).
 """
 
 from __future__ import annotations
@@ -35,8 +38,8 @@ import torch
 
 # G(u) is summed until rho^i < this (then the terms are below float64 resolution).
 _TAIL = 1e-18
-# Above this rho (weight decay near lr^-1) the series converges too slowly for a table: every row
-# is then updated every step (plain dense AdamW on the rows).
+# Above this rho (weight decay near lr^-1) the series converges too slowly for a table: ``dense``
+# is then True and the caller uses AdamW's dense step instead.
 _MAX_RHO = 0.999
 _TABLE_CHUNK = 4096
 
@@ -85,7 +88,7 @@ class LazyRowAdamW:
 
     # -------------------------------------------------------------- the table
     def _table(self, upto: int) -> torch.Tensor:
-        """Columns G(u) and sqrt(1 - beta2^u), float64, for u = 0 .. at least ``upto`` + 32."""
+        """Columns G(u) and sqrt(1 - beta2^u), float64, for u = 0 .. at least ``upto`` + 4096."""
         _, beta1, beta2, _, lam = self._hyper()
         size = (upto // _TABLE_CHUNK + 2) * _TABLE_CHUNK
         return _g_table(size, beta1, beta2, lam, self.param.device)
