@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -150,18 +151,58 @@ class ScratchPool:
         self._free.clear()
 
 
+def _cpu_kernels(v: torch.Tensor):
+    """The numba kernels of ``_cpu_kernels`` for a CPU float32/float64 ``v``, else None (torch's ops)."""
+    if v.device.type != "cpu" or v.dtype not in (torch.float32, torch.float64):
+        return None
+    from . import _cpu_kernels  # lazy: numba's import and first compile cost about a second
+
+    return _cpu_kernels
+
+
+def _r_max(tau: float, dtype: torch.dtype) -> float:
+    """Cap on r = d / d_min that keeps r^-tau a normal float: subnormals slow every later CPU
+    operation tens of times. (For tau < ~1 no float r is that large: the cap is then the largest
+    float.)"""
+    finfo = torch.finfo(dtype)
+    return min(math.exp(min((-math.log(finfo.tiny) - 2.0) / tau, 700.0)), finfo.max)
+
+
 class _InBatchEstimate(torch.autograd.Function):
     """``soft_neighbor_class_estimate`` of every row from the other rows of a batch, with a fused
     hand-written backward.
 
     Autograd through the generic version stores and revisits about twenty (B, B) intermediates; at
     batch 1000 that made the training step ~10x the plain network's. Here the forward works in place
-    on two (B, B) buffers and the backward makes a handful of passes and three matrix products.
+    on two (B, B) buffers and the backward makes a handful of passes and three matrix products. On a
+    CPU the elementwise passes are numba kernels, one sweep per row (``_cpu_kernels``); elsewhere
+    (CUDA) they are torch's in-place operators.
     """
 
     @staticmethod
     def forward(ctx, v, onehot, tau, pool):
         n = v.shape[0]
+        ctx.tau, ctx.pool = tau, pool
+        r_max = _r_max(tau, v.dtype)
+        compiled = _cpu_kernels(v)
+        ctx.compiled = compiled
+        if compiled is not None:
+            # d (in place of v v^T), w, s and d_min by the numba kernel; the products by torch.
+            scalar = np.float32 if v.dtype == torch.float32 else np.float64
+            d = torch.mm(v, v.T, out=pool.take("f0", (n, n), v))
+            w = pool.take("f1", (n, n), v)
+            s, d_min = v.new_empty(n), v.new_empty(n)
+            compiled.forward(
+                d.numpy(), (v * v).sum(1).numpy(), scalar(tau), scalar(1.0 / r_max),
+                scalar(MIN_SQ_DISTANCE), scalar(math.inf), w.numpy(), s.numpy(), d_min.numpy(),
+            )  # fmt: skip
+            s = s[:, None]
+            est = torch.mm(w, onehot).div_(s)
+            if ctx.needs_input_grad[0]:
+                ctx.save_for_backward(v, onehot, w, d, d_min, s, est)
+            else:
+                pool.give("f", d, w)
+            return est
         sq = (v * v).sum(1)
         # d_ij = |v_i|^2 + |v_j|^2 - 2 v_i.v_j, built in place.
         d = torch.addmm(sq[None, :], v, v.T, beta=1.0, alpha=-2.0, out=pool.take("f0", (n, n), v))
@@ -170,17 +211,12 @@ class _InBatchEstimate(torch.autograd.Function):
         clamped = torch.lt(d, MIN_SQ_DISTANCE, out=pool.take("f2", (n, n), v, torch.bool))
         d.clamp_min_(MIN_SQ_DISTANCE).fill_diagonal_(float("inf"))  # j != i
         # Weights relative to the nearest neighbour: the estimate is invariant to a per-row scale,
-        # and r = d / d_min >= 1 keeps r^-tau <= 1 (no overflow). r is capped so that r^-tau stays
-        # a normal float: subnormals slow every later CPU operation tens of times. (For tau < ~1 no
-        # float32 r is that large: the cap is then the largest float.)
+        # and r = d / d_min >= 1 keeps r^-tau <= 1 (no overflow). r is capped (``_r_max``).
         d_min = d.amin(1, keepdim=True)
-        finfo = torch.finfo(v.dtype)
-        r_max = min(math.exp(min((-math.log(finfo.tiny) - 2.0) / tau, 700.0)), finfo.max)
         r = d.div_(d_min).fill_diagonal_(1.0).clamp_max_(r_max)
         w = torch.pow(r, -tau, out=pool.take("f1", (n, n), v)).fill_diagonal_(0.0)
         s = w.sum(1, keepdim=True)
         est = (w @ onehot).div_(s)
-        ctx.tau, ctx.pool = tau, pool
         if ctx.needs_input_grad[0]:
             ctx.save_for_backward(v, onehot, w, r, d_min, s, est, clamped)
         else:
@@ -189,8 +225,25 @@ class _InBatchEstimate(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
+        tau, pool, compiled = ctx.tau, ctx.pool, ctx.compiled
+        if compiled is not None:
+            v, onehot, w, d, d_min, s, est = ctx.saved_tensors
+            n = v.shape[0]
+            scalar = np.float32 if v.dtype == torch.float32 else np.float64
+            g = grad / s
+            # a_ij = g_i . y_j, overwritten in place with dL/dd_ij by the kernel.
+            m = torch.mm(g, onehot.T, out=pool.take("b0", (n, n), v))
+            sums = v.new_empty(n)
+            compiled.backward(
+                m.numpy(), (g * est).sum(1).numpy(), d.numpy(), w.numpy(), d_min.numpy(),
+                scalar(tau), scalar(1.0 / _r_max(tau, v.dtype)), scalar(MIN_SQ_DISTANCE), sums.numpy(),
+            )  # fmt: skip
+            # d_ij = |v_i - v_j|^2:  dL/dv = 2 [(rowsum + colsum)(m) v - m v - m^T v].
+            grad_v = torch.addmm(sums[:, None] * v, m, v, alpha=-1.0).addmm_(m.T, v, alpha=-1.0)
+            pool.give("f", d, w)
+            pool.give("b", m)
+            return grad_v.mul_(2.0), None, None, None
         v, onehot, w, r, d_min, s, est, clamped = ctx.saved_tensors
-        tau, pool = ctx.tau, ctx.pool
         n = v.shape[0]
         # est = (w @ Y) / s with s = rowsum(w):  dL/dw_ij = (g_i . y_j - g_i . est_i) / s_i.
         g = grad / s
@@ -232,5 +285,6 @@ def in_batch_class_estimate(
     """
     if v.shape[0] < 2:
         return torch.full((v.shape[0], n_classes), 1.0 / n_classes, dtype=v.dtype, device=v.device)
-    onehot = F.one_hot(labels, n_classes).to(v.dtype)
+    onehot = torch.zeros(v.shape[0], n_classes, dtype=v.dtype, device=v.device)
+    onehot.scatter_(1, labels[:, None], 1.0)  # not F.one_hot: its range check costs ~50 us a call
     return _InBatchEstimate.apply(v, onehot, float(tau), pool if pool is not None else ScratchPool())

@@ -9,6 +9,7 @@ from sksemiparam.nn import (
     SemiparametricNet,
     in_batch_class_estimate,
     inverse_distance_log_weights,
+    kernels,
     pairwise_sq_distances,
     soft_neighbor_class_estimate,
 )
@@ -156,3 +157,60 @@ def test_fused_in_batch_estimate_single_row_and_float32_extremes():
     assert torch.isfinite(est).all()
     est[:, 0].sum().backward()
     assert torch.isfinite(v.grad).all()
+
+
+def _torch_ops_only(monkeypatch):
+    """Make the CPU run the in-batch estimate with torch's operators, as CUDA does."""
+    monkeypatch.setattr(kernels, "_cpu_kernels", lambda v: None)
+
+
+def test_cpu_runs_the_compiled_kernels_for_float32_and_float64():
+    assert kernels._cpu_kernels(torch.zeros(2, 2)) is not None
+    assert kernels._cpu_kernels(torch.zeros(2, 2, dtype=torch.float64)) is not None
+    assert kernels._cpu_kernels(torch.zeros(2, 2, dtype=torch.float16)) is None
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("tau", [0.5, 1.0, 2.0, 3.0, 60.0])
+def test_compiled_cpu_kernels_equal_torch_operators(monkeypatch, dtype, tau):
+    # The same estimate and gradient as the torch operators CUDA runs: duplicates in float64
+    # (clamped distances), far rows (r capped for tau = 60), every tau branch (2 is a special case).
+    g = torch.Generator().manual_seed(4)
+    v = torch.randn(67, 6, generator=g, dtype=torch.float64)  # 67: not a multiple of the 16 lanes
+    if dtype == torch.float64:  # in float32 a duplicate's distance is rounding noise around 0
+        v[5] = v[2]
+        v[9] = v[2]
+    v[11] *= 50.0
+    y = torch.randint(0, 5, (67,), generator=g)
+    weights = torch.randn(67, 5, generator=g, dtype=torch.float64)
+
+    def estimate_and_grad():
+        x = v.to(dtype).requires_grad_()
+        est = in_batch_class_estimate(x, y, 5, tau, kernels.ScratchPool())
+        (est * weights.to(dtype)).sum().backward()
+        return est.detach().double(), x.grad.double()
+
+    compiled = estimate_and_grad()
+    _torch_ops_only(monkeypatch)
+    reference = estimate_and_grad()
+    rtol = 1e-10 if dtype == torch.float64 else 2e-4
+    for a, b in zip(compiled, reference):
+        assert torch.isfinite(a).all()
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=rtol, atol=rtol * float(b.abs().max()))
+
+
+def test_compiled_kernels_reuse_pool_buffers_across_steps():
+    # Buffers go back to the pool after the backward pass (and after a no-grad forward), so a
+    # training loop allocates no new (B, B) array per step, and reuse does not change results.
+    g = torch.Generator().manual_seed(5)
+    v = torch.randn(30, 4, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 3, (30,), generator=g)
+    pool = kernels.ScratchPool()
+    first = in_batch_class_estimate(v.clone().requires_grad_(), y, 3, 2.0, pool)
+    first.sum().backward()
+    held = {key: buf.data_ptr() for key, buf in pool._free.items()}
+    assert len(held) == 3  # d and w of the forward, dL/dd of the backward
+    with torch.no_grad():
+        again = in_batch_class_estimate(v, y, 3, 2.0, pool)
+    np.testing.assert_allclose(again.numpy(), first.detach().numpy(), rtol=1e-12)
+    assert {key: buf.data_ptr() for key, buf in pool._free.items()} == held
