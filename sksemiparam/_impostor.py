@@ -118,15 +118,15 @@ class ImpostorClassifier(KernelVoteClassifierBase):
     candidates : int, float or None, default=1024
         What each training step votes over. An int m, or a float in (0, 1] (that fraction of the
         stored rows): m centres drawn at random for each mini-batch and a dense vote over all of
-        them, without search (ModernNCA's stochastic neighbour sampling, not the paper's
-        procedure); loose centres get gradients where drawn, tied ones are embedded with the
-        batch. None (the paper's procedure): each row's ``n_neighbors`` nearest centres,
-        searched among all centres as of the last refresh (constants between refreshes).
-        Prediction is the same in both modes: the ``n_neighbors`` nearest of all centres. The
-        default is the sampled mode because the ``overhead`` benchmark (full MNIST, 1 epoch, 3
-        seeds) measured it more accurate than the search (0.9717 vs 0.9633) at a third of its fit
-        time (8.1x vs 22.1x a softmax network with the same embedding; with the loose centres'
-        lazy AdamW steps, 0.9721 vs 0.9637 at 4.95x vs 21.6x).
+        them, without search (ModernNCA's stochastic neighbour sampling, not the paper's procedure);
+        loose centres get gradients where drawn; tied ones are embedded with the batch, whose own
+        rows count among the m (as in ``NNGKClassifier``). None (the paper's procedure): each row's
+        ``n_neighbors`` nearest centres, searched among all centres as of the last refresh
+        (constants between refreshes). Prediction is the same in both modes: the ``n_neighbors``
+        nearest of all centres. The default is the sampled mode because the ``overhead`` benchmark
+        (full MNIST, 1 epoch, 3 seeds) measured it more accurate than the search (0.9717 vs 0.9633)
+        at a third of its fit time (8.1x vs 22.1x a softmax network with the same embedding; with
+        the loose centres' lazy AdamW steps, 0.9721 vs 0.9637 at 4.95x vs 21.6x).
     .. shared:: index index_params
     quantize : {None, "pq"}, default=None
         ``"pq"``: after training, store each centre as ``pq_subspaces`` bytes (product
@@ -472,10 +472,12 @@ class ImpostorClassifier(KernelVoteClassifierBase):
             self._add_and_drop(X, y)
             self._refresh()
 
-    def _candidate_positions(self, X, drawn):
-        if self.centers == "tied":
-            return super()._candidate_positions(X, drawn)
-        return self.module_(X), self._scored_centers(drawn)  # loose: parameters; fixed: constants
+    def _sampled_candidates(self, X, own, m):
+        if self.centers == "tied":  # centres are the network's embeddings of their rows
+            return super()._sampled_candidates(X, own, m)
+        # loose centres are parameters, fixed ones constants: m of them drawn, none embedded
+        drawn = self._draw_candidates(m, len(self.memory_)).to(self.memory_.y.device)
+        return self.module_(X), self._scored_centers(drawn), drawn
 
     def _loss(self, X, y, ids):
         z, log_p, center_ids = self._training_vote(X, ids)

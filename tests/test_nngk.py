@@ -126,11 +126,13 @@ def test_centres_are_refreshed_every_refresh_every_epochs(digits, monkeypatch):
         )
 
 
-@pytest.mark.parametrize("candidates", [7, 0.05])
+@pytest.mark.parametrize("candidates", [7, 0.05, 50])
 def test_sampled_candidates_vote_over_drawn_rows_with_gradients_through_both(candidates, digits, monkeypatch):
-    # ModernNCA's stochastic neighbour sampling: each step draws m stored rows, embeds them with the
-    # batch, and votes densely over them (eq. 7 with importance weights), the row's own centre left
-    # out; gradients reach the embedding through the query and through the candidates. No search.
+    # ModernNCA's stochastic neighbour sampling: each step votes densely over m stored rows (eq. 7
+    # with importance weights), the row's own centre left out; gradients reach the embedding through
+    # the query and through the candidates. No search. The batch's rows are stored rows drawn at
+    # random, so they are candidates: m - 20 more are drawn (m = 50), none when m <= 20 (7; 0.05 of
+    # 200 rows = 10), and a drawn row that is in the batch votes once.
     X_train, _, y_train, _ = digits
     X, y = X_train[:200], y_train[:200]
     searches = _spy_queries(monkeypatch)
@@ -141,14 +143,19 @@ def test_sampled_candidates_vote_over_drawn_rows_with_gradients_through_both(can
     Xb = torch.as_tensor(X[:20], dtype=torch.float64)
     ids = torch.arange(20)
     clf._row_center_map = torch.arange(200)
+    clf._candidate_pool = None
     state = clf._generator.get_state()
     loss = clf._loss(Xb, torch.as_tensor(clf.classes_.searchsorted(y[:20])), ids)
     grads = torch.autograd.grad(loss, list(module.embedding.parameters()))
     # By hand, with the same draw; and the same with the candidates detached, which must differ.
     clf._generator.set_state(state)
     m = candidates if isinstance(candidates, int) else round(candidates * 200)
-    drawn = torch.randperm(200, generator=clf._generator)[:m]
-    z, c = module(Xb), module(clf.memory_.X[drawn].double())
+    extra = torch.randperm(200, generator=clf._generator)[: max(m - 20, 0)]
+    extra = extra[~torch.isin(extra, ids)]
+    drawn = torch.cat([ids, extra])
+    if m - 20 > 0:
+        assert 0 < extra.numel() <= m - 20
+    z, c_extra = module(Xb), module(clf.memory_.X[extra].double())
     target = torch.as_tensor(clf.classes_.searchsorted(y[:20]))
 
     def by_hand(c):
@@ -160,16 +167,31 @@ def test_sampled_candidates_vote_over_drawn_rows_with_gradients_through_both(can
         )
         return -torch.log(p[torch.arange(20), target]).mean()
 
-    expected = by_hand(c)
+    expected = by_hand(torch.cat([z, c_extra]))
     torch.testing.assert_close(loss, expected, rtol=1e-10, atol=1e-12)
     params = list(module.embedding.parameters())
     for g, e, d in zip(
         grads,
         torch.autograd.grad(expected, params, retain_graph=True),
-        torch.autograd.grad(by_hand(c.detach()), params),
+        torch.autograd.grad(by_hand(torch.cat([z, c_extra]).detach()), params),
     ):
         torch.testing.assert_close(g, e, rtol=1e-8, atol=1e-12)
         assert not torch.allclose(g, d, rtol=1e-6, atol=0)
+
+
+def test_sampled_candidates_embed_the_batch_once(digits):
+    # The batch's rows are candidates: a step embeds max(m, batch) rows, not m + batch.
+    X_train, _, y_train, _ = digits
+    clf = NNGKClassifier(candidates=48, **{**FAST, "batch_size": 32, "max_epochs": 1})
+    clf.fit(X_train[:320], y_train[:320])
+    rows = []
+    clf.module_.embedding.register_forward_pre_hook(lambda module, args: rows.append(args[0].shape[0]))
+    clf.partial_fit(X_train[:320], y_train[:320])
+    assert set(rows[:10]) == {48}
+    clf.set_params(candidates=20)
+    rows.clear()
+    clf.partial_fit(X_train[:320], y_train[:320])
+    assert set(rows[:10]) == {32}
 
 
 @pytest.mark.parametrize("name", ["NNGKClassifier", "ImpostorClassifier"])

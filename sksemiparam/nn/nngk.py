@@ -133,19 +133,20 @@ class KernelVoteNet(nn.Module):
     ) -> torch.Tensor:
         """Eq. (7) (eq. (9) with every w_i = 1) for queries z (n, e).
 
-        Either each query's own neighbours, ``centers`` (n, k, e) with ``center_ids`` (n, k) and
-        -1 in ``center_ids`` marking an empty slot; or the same centres for every query, ``centers``
-        (N, e) with ``center_ids`` (N,), where ``exclude`` (n,) names a centre each query must not
-        use (its own, or -1). ``labels`` are the centres' classes, (n, k) / (N,), or their soft
-        targets, (n, k, C) / (N, C). Gradients reach z, sigma, the importances and ``centers``
-        when they carry gradients (learnable centres); pass refreshed centres detached.
+        Either each query's own neighbours, ``centers`` (n, k, e) with ``center_ids`` (n, k); or the
+        same centres for every query, ``centers`` (N, e) with ``center_ids`` (N,), where ``exclude``
+        (n,) names a centre each query must not use (its own, or -1). -1 in ``center_ids`` marks an
+        empty slot (a candidate that does not vote). ``labels`` are the centres' classes, (n, k) /
+        (N,), or their soft targets, (n, k, C) / (N, C). Gradients reach z, sigma, the importances
+        and ``centers`` when they carry gradients (learnable centres); pass refreshed centres
+        detached.
         """
         if centers.ndim == 2:
             sq = pairwise_sq_distances(z, centers)
-            masked = torch.zeros_like(sq, dtype=torch.bool)
+            masked = (center_ids < 0)[None, :].expand_as(sq)
             if exclude is not None:
-                masked = center_ids[None, :] == exclude[:, None]
-            log_importance = self.log_importance[center_ids][None, :]
+                masked = masked | (center_ids[None, :] == exclude[:, None])
+            log_importance = self.log_importance[center_ids.clamp_min(0)][None, :]
         else:
             sq = (z[:, None, :] - centers).square().sum(-1)
             masked = center_ids < 0
