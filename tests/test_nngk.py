@@ -42,6 +42,42 @@ def test_eq7_on_a_hand_computed_example():
     np.testing.assert_allclose(without, (q + VOTE_FLOOR) / (1 + 3 * VOTE_FLOOR), rtol=1e-10)
 
 
+@pytest.mark.parametrize("soft", [False, True])
+def test_shared_candidate_vote_equals_the_composed_eq7_with_its_gradients(soft):
+    # log_proba over candidates shared by every query (sampled training, dense vote) runs a fused
+    # Function with a hand-written backward: the same values and gradients (query, candidates,
+    # importances, a learnable sigma) as eq. (5) and (7) composed, a fully masked row included.
+    g = torch.Generator().manual_seed(6)
+    net = KernelVoteNet(embedding=torch.nn.Identity(), n_classes=3, sigma=0.8, learn_sigma=True).double()
+    net.log_importance = torch.nn.Parameter(0.3 * torch.randn(13, generator=g, dtype=torch.float64))
+    z = torch.randn(9, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    centers = torch.randn(13, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    ids = torch.arange(13)
+    ids[5] = -1  # an empty slot
+    exclude = torch.tensor([0, 1, 2, 3, 4, -1, -1, 7, 8])
+    labels = torch.randint(0, 3, (13,), generator=g)
+    if soft:
+        labels = torch.softmax(torch.randn(13, 3, generator=g, dtype=torch.float64), 1)
+    weights = torch.randn(9, 3, generator=g, dtype=torch.float64)
+    fused = net.log_proba(z, centers, ids, labels, exclude)
+    masked = (ids < 0)[None, :] | (ids[None, :] == exclude[:, None])
+    sq = ((z[:, None] - centers[None]) ** 2).sum(-1)
+    log_w = -sq / (2 * net.sigma**2) + net.log_importance[ids.clamp_min(0)][None, :]
+    composed = kernel_vote_log_proba(log_w.masked_fill(masked, float("-inf")), labels, 3)
+    params = [z, centers, net.log_importance, net.log_sigma]
+    np.testing.assert_allclose(fused.detach().numpy(), composed.detach().numpy(), rtol=1e-12, atol=1e-14)
+    for a, b in zip(
+        torch.autograd.grad((fused * weights).sum(), params),
+        torch.autograd.grad((composed * weights).sum(), params),
+    ):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-10, atol=1e-13)
+    assert torch.autograd.gradcheck(lambda z, c: net.log_proba(z, c, ids, labels, exclude), (z, centers))
+    # A query whose every candidate is masked gets the uniform distribution, and no gradient.
+    nobody = net.log_proba(z[:1], centers, torch.full((13,), -1), labels)
+    np.testing.assert_allclose(nobody.exp().detach().numpy(), [[1 / 3] * 3], rtol=1e-12)
+    assert not torch.autograd.grad(nobody.sum(), z)[0].any()
+
+
 def test_vote_is_finite_when_no_neighbour_has_the_class_and_underflow_safe():
     log_w = torch.tensor([[-1e4, -1e4 - 1.0]], requires_grad=True)  # exp underflows in float32
     log_p = kernel_vote_log_proba(log_w, torch.tensor([[0, 0]]), 3)

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from .kernels import pairwise_sq_distances
+from .kernels import full_precision
 
 # NOTE[paper]: eq. (7) gives 0 to a class no neighbour votes for; here such a class keeps this
 # share of the probability mass relative to the vote total (the vote is mixed with a uniform
@@ -68,6 +68,69 @@ def kernel_vote_log_proba(
     share = votes / total.clamp_min(torch.finfo(w.dtype).tiny)
     share = torch.where(total > 0, share, torch.full_like(share, 1.0 / n_classes))  # nobody votes: uniform
     return torch.log(share + floor) - math.log1p(n_classes * floor)
+
+
+class _SharedCandidateVote(torch.autograd.Function):
+    """``kernel_vote_log_proba`` of eq. (5)'s Gaussian kernel over candidates shared by every query
+    (the sampled training mode and the dense vote), with a hand-written backward.
+
+    Autograd through the composed version stores and revisits about ten (n, m) intermediates and
+    runs some twenty-five operators each way; here the forward works in place on one (n, m) buffer
+    and the backward makes one (n, m) pass and three matrix products. Same values and gradients
+    (to float rounding) except where a squared distance rounds below 0 (a near-duplicate
+    candidate), clamped to 0 as before but not held at a zero gradient: the gradient there is
+    proportional to z - c, itself ~0.
+    """
+
+    @staticmethod
+    def forward(ctx, z, centers, log_importance, sigma, targets, masked, floor):
+        n_classes = targets.shape[1]
+        a = -0.5 / sigma.to(z.dtype) ** 2
+        sq = torch.addmm((centers * centers).sum(1)[None, :], z, centers.T, alpha=-2.0)
+        sq.add_((z * z).sum(1, keepdim=True)).clamp_min_(0.0)
+        keep_sq = ctx.needs_input_grad[3]
+        scores = (sq.clone() if keep_sq else sq).mul_(a).add_(log_importance[None, :])
+        scores.masked_fill_(masked, float("-inf"))
+        top = scores.amax(1, keepdim=True)
+        top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))  # every candidate masked
+        w = scores.sub_(top).exp_()
+        votes = w @ targets
+        total = w.sum(1, keepdim=True)
+        share = votes.div_(total.clamp_min(torch.finfo(w.dtype).tiny))
+        share = torch.where(total > 0, share, torch.full_like(share, 1.0 / n_classes))  # uniform
+        ctx.save_for_backward(z, centers, targets, w, total, share, a, sq if keep_sq else None)
+        ctx.floor, ctx.sigma_dtype = floor, sigma.dtype
+        return torch.log(share + floor) - math.log1p(n_classes * floor)
+
+    @staticmethod
+    def backward(ctx, grad):
+        z, centers, targets, w, total, share, a, sq = ctx.saved_tensors
+        # log(share + floor):  dL/dshare = g / (share + floor), 0 where nobody votes (constant).
+        g = torch.where(total > 0, grad / (share + ctx.floor), torch.zeros_like(grad))
+        # share = (w @ T) / sum(w):  dL/dw_ij = (g_i . T_j - g_i . share_i) / total_i; w = exp(s - top)
+        # (the max shift leaves share unchanged):  dL/ds_ij = w_ij dL/dw_ij.
+        m = torch.addmm(-(g * share).sum(1, keepdim=True), g, targets.T)
+        m.mul_(w).div_(total.clamp_min(torch.finfo(w.dtype).tiny))
+        needs = ctx.needs_input_grad
+        grad_importance = m.sum(0) if needs[2] else None
+        # s = a sq + log w_i with a = -1 / (2 sigma^2):  dL/dsigma = sum(dL/ds * sq) da/dsigma,
+        # da/dsigma = -2a / sigma.
+        grad_sigma = None
+        if needs[3]:
+            sigma = (-0.5 / a).sqrt()
+            grad_sigma = ((m * sq).sum() * (-2.0 * a / sigma)).to(ctx.sigma_dtype)
+        m.mul_(a)  # dL/dsq
+        # sq_ij = |z_i - c_j|^2:  dL/dz = 2 (rowsum(m) z - m c), dL/dc = 2 (colsum(m) c - m^T z).
+        grad_z = 2.0 * (m.sum(1, keepdim=True) * z - m @ centers) if needs[0] else None
+        grad_c = 2.0 * (m.sum(0)[:, None] * centers - m.T @ z) if needs[1] else None
+        return grad_z, grad_c, grad_importance, grad_sigma, None, None, None
+
+
+@full_precision
+def _shared_candidate_vote(z, centers, log_importance, sigma, targets, masked):
+    """``_SharedCandidateVote`` in float32 or wider (autocast off; distances as in
+    ``pairwise_sq_distances``)."""
+    return _SharedCandidateVote.apply(z, centers, log_importance, sigma, targets, masked, VOTE_FLOOR)
 
 
 class KernelVoteNet(nn.Module):
@@ -142,11 +205,15 @@ class KernelVoteNet(nn.Module):
         detached.
         """
         if centers.ndim == 2:
-            sq = pairwise_sq_distances(z, centers)
-            masked = (center_ids < 0)[None, :].expand_as(sq)
+            masked = (center_ids < 0)[None, :].expand(z.shape[0], -1)
             if exclude is not None:
                 masked = masked | (center_ids[None, :] == exclude[:, None])
-            log_importance = self.log_importance[center_ids.clamp_min(0)][None, :]
+            if labels.is_floating_point():
+                targets = labels.to(z.dtype)
+            else:
+                targets = torch.nn.functional.one_hot(labels, self.n_classes).to(z.dtype)
+            log_importance = self.log_importance[center_ids.clamp_min(0)].to(z.dtype)
+            return _shared_candidate_vote(z, centers, log_importance, self.sigma, targets, masked)
         else:
             sq = (z[:, None, :] - centers).square().sum(-1)
             masked = center_ids < 0
