@@ -48,6 +48,10 @@ class KernelVoteClassifierBase(RetrievalMixin, TorchClassifierBase):
     _ewc_exclude = ("log_importance", "centers")
     # While training with sampled candidates: (a permutation of the stored rows, how many are drawn).
     _candidate_pool = None
+    # Centres whose nearest distinct centre sets sigma="scale". On MNIST's 60,000 untrained
+    # embeddings (5 draws each) the median came out 0.262 +- 1.0% from 1,000 centres and 0.265 +-
+    # 0.8% from 256, whose search took 0.09 s instead of 0.50 s (a third of a softmax epoch).
+    _SCALE_SAMPLE = 256
 
     # ------------------------------------------------------- subclass hooks
     def _center_keys(self, X_new=None):
@@ -139,11 +143,13 @@ class KernelVoteClassifierBase(RetrievalMixin, TorchClassifierBase):
         return slots
 
     def _set_sigma_from_scale(self):
-        """sigma = the median distance from a centre to its nearest distinct centre (<= 1000 sampled)."""
+        """sigma = the median distance from a centre to its nearest distinct centre (``_SCALE_SAMPLE``
+        sampled centres, each searched among all)."""
         n = len(self.index_)
         if n < 2:
             return  # keep 1.0 until there are two centres
-        rows = torch.randperm(n, generator=self._generator)[:1000].to(self.index_.keys.device)
+        rows = torch.randperm(n, generator=self._generator)[: self._SCALE_SAMPLE]
+        rows = rows.to(self.index_.keys.device)
         sq, _ = self.index_.query(self.index_.keys[rows], min(n - 1, 16), exclude=rows)
         # Duplicated rows are at distance 0 from each other: they say nothing about the scale, and a
         # width of ~0 would turn float rounding into decisive vote differences. Each sampled centre

@@ -32,10 +32,10 @@ class NNGKClassifier(KernelVoteClassifierBase):
         integer larger than the centres stored is an error.
     sigma : float or "scale", default="scale"
         Kernel width (initial value when ``learn_sigma``). ``"scale"``: the median distance from a
-        centre to its nearest other centre (duplicates of it left out), measured once when the
-        first centres are computed (the untrained network's scale varies by orders of magnitude
-        between architectures; compare ``gamma="scale"`` of ``sklearn.svm.SVC``). The value in use
-        is ``module_.sigma``.
+        centre to its nearest other centre (duplicates of it left out; 256 centres drawn at random,
+        each searched among all), measured once when the first centres are computed (the untrained
+        network's scale varies by orders of magnitude between architectures; compare
+        ``gamma="scale"`` of ``sklearn.svm.SVC``). The value in use is ``module_.sigma``.
     learn_sigma : bool, default=False
         Train sigma (in log space) with the network.
     learn_importance : bool, default=True
