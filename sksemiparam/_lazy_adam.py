@@ -42,6 +42,9 @@ _TAIL = 1e-18
 # is then True and the caller uses AdamW's dense step instead.
 _MAX_RHO = 0.999
 _TABLE_CHUNK = 4096
+# CPU: the row updates as numba kernels (``_cpu_kernels``); tests switch it off to check them against
+# torch's operators, which CUDA runs.
+_USE_COMPILED = True
 
 
 class LazyRowAdamW:
@@ -86,6 +89,24 @@ class LazyRowAdamW:
         _, beta1, beta2, _, lam = self._hyper()
         return beta1 / math.sqrt(beta2) / (1.0 - lam) > _MAX_RHO
 
+    def _compiled(self, rows: torch.Tensor):
+        """``_cpu_kernels`` where parameter, moments and rows are contiguous CPU float32/float64
+        arrays numba can update in place (one loop over the rows instead of some thirty torch
+        operators a call); else None (torch's operators, as on CUDA)."""
+        if not _USE_COMPILED:
+            return None
+        state = self.optimizer.state[self.param]
+        arrays = (self.param.data, state["exp_avg"], state["exp_avg_sq"])
+        if rows.device.type != "cpu" or rows.dtype != torch.int64:
+            return None
+        if any(a.device.type != "cpu" or a.dtype not in (torch.float32, torch.float64) for a in arrays):
+            return None
+        if not all(a.is_contiguous() for a in arrays) or state["row_step"].dtype != torch.float32:
+            return None
+        from . import _cpu_kernels  # lazy: numba's import and first compile cost about a second
+
+        return _cpu_kernels
+
     # -------------------------------------------------------------- the table
     def _table(self, upto: int) -> torch.Tensor:
         """Columns G(u) and sqrt(1 - beta2^u), float64, for u = 0 .. at least ``upto`` + 4096."""
@@ -106,10 +127,19 @@ class LazyRowAdamW:
             rows = torch.arange(row_step.shape[0], device=row_step.device)
         if rows.numel() == 0:
             return
-        s = row_step.index_select(0, rows).long()
-        n = now - s  # idle steps; 0 for rows already up to date (then nothing below changes them)
         lr, beta1, beta2, eps, lam = self._hyper()
         r = beta1 / math.sqrt(beta2)
+        compiled = self._compiled(rows)
+        if compiled is not None:
+            table = self._table(now).numpy()
+            m, v, p = state["exp_avg"], state["exp_avg_sq"], self.param.data
+            compiled.adamw_catch_up_rows(
+                p.numpy(), m.numpy(), v.numpy(), row_step.numpy(), rows.numpy(), now,
+                table[:, 0], table[:, 1], lr, beta1, beta2, eps, lam, round(r / (1 - r)),
+            )  # fmt: skip
+            return
+        s = row_step.index_select(0, rows).long()
+        n = now - s  # idle steps; 0 for rows already up to date (then nothing below changes them)
         # Per row, in float64: beta1^n, beta2^n, (1 - lam)^n, rho^n and beta2^(-j/2) in one exp.
         logs = torch.tensor(
             [math.log(beta1), math.log(beta2), math.log1p(-lam), math.log(r) - math.log1p(-lam), 0.0],
@@ -141,6 +171,13 @@ class LazyRowAdamW:
         t = int(state["step"])
         lr, beta1, beta2, eps, lam = self._hyper()
         m, v, p = state["exp_avg"], state["exp_avg_sq"], self.param.data
+        compiled = self._compiled(rows)
+        if compiled is not None and grad.dtype == p.dtype:
+            compiled.adamw_step_rows(
+                p.numpy(), m.numpy(), v.numpy(), state["row_step"].numpy(), rows.numpy(),
+                grad.contiguous().numpy(), t, lr, beta1, beta2, eps, lam,
+            )  # fmt: skip
+            return
         m_r = m.index_select(0, rows).lerp_(grad, 1 - beta1)
         v_r = v.index_select(0, rows).mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
         denom = v_r.sqrt().div_(math.sqrt(1 - beta2**t)).add_(eps)

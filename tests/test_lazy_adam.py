@@ -46,6 +46,28 @@ def test_lazy_rows_take_dense_adamw_steps(weight_decay):
     assert (lazy_state["row_step"] == 400).all()
 
 
+@pytest.mark.parametrize("weight_decay", [0.0, 0.01])
+def test_compiled_cpu_rows_equal_torch_operators(weight_decay, monkeypatch):
+    # On the CPU catch-up and step run as numba loops over the rows (_cpu_kernels); CUDA runs the
+    # same arithmetic as torch operators. Both, on the same sparse gradients, to float rounding.
+    import sksemiparam._cpu_kernels as compiled
+    from sksemiparam import _lazy_adam
+
+    calls = []
+    for name in ("adamw_catch_up_rows", "adamw_step_rows"):
+        kernel = getattr(compiled, name)
+        monkeypatch.setattr(compiled, name, lambda *a, _k=kernel, _n=name: calls.append(_n) or _k(*a))
+    _, _, fast, _, fast_state = _both(1.0, weight_decay, steps=200)
+    assert set(calls) == {"adamw_catch_up_rows", "adamw_step_rows"}
+    monkeypatch.setattr(_lazy_adam, "_USE_COMPILED", False)
+    calls.clear()
+    _, _, ops, _, ops_state = _both(1.0, weight_decay, steps=200)
+    assert not calls
+    torch.testing.assert_close(fast, ops, rtol=1e-5, atol=1e-6)
+    for key in ("exp_avg", "exp_avg_sq", "row_step"):
+        torch.testing.assert_close(fast_state[key], ops_state[key], rtol=1e-5, atol=1e-7)
+
+
 def test_gradients_near_eps_stay_close_to_dense_adamw():
     # The one approximation: eps in the idle steps, taken at one step instead of at each.
     init, dense, lazy, _, _ = _both(1e-4, 0.0)

@@ -155,7 +155,7 @@ def _cpu_kernels(v: torch.Tensor):
     """The numba kernels of ``_cpu_kernels`` for a CPU float32/float64 ``v``, else None (torch's ops)."""
     if v.device.type != "cpu" or v.dtype not in (torch.float32, torch.float64):
         return None
-    from . import _cpu_kernels  # lazy: numba's import and first compile cost about a second
+    from .. import _cpu_kernels  # lazy: numba's import and first compile cost about a second
 
     return _cpu_kernels
 
