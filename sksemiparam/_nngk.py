@@ -58,8 +58,8 @@ class NNGKClassifier(KernelVoteClassifierBase):
         default is the sampled mode because the ``overhead`` benchmark (full MNIST, 1 epoch, 3
         seeds) measured it as accurate as the search (0.9752 vs 0.9751; 0.9744 vs 0.9751 and
         0.9752 vs 0.9761 in later runs) at a sixth to a ninth of its fit time (2.9x vs 17-19x a
-        softmax network with the same embedding; 2.0x vs 17x once the batch's rows counted among
-        the candidates).
+        softmax network with the same embedding; 2.0-2.1x vs 17-18x once the batch's rows counted
+        among the candidates).
     .. shared:: index index_params
     embedding : {"mlp", "conv", "identity"} or callable, default="mlp"
         f_theta (``"conv"``: the Appendix-B image network, with ``image_shape``). Its last layer has
