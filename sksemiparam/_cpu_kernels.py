@@ -47,7 +47,7 @@ def forward(G, sq, tau, q_min, tiny, inf, w_out, s_out, dmin_out):  # pragma: no
         sqi = sq[i]
         for j in range(n):  # d_ij = |v_j|^2 - 2 v_i.v_j + |v_i|^2, as torch's addmm then add_
             x = (sq[j] - (d[j] + d[j])) + sqi
-            d[j] = x if x > tiny else tiny
+            d[j] = tiny if x < tiny else x  # NaN stays NaN, as in torch's clamp_min
         d[i] = inf  # j != i
         for k in range(_LANES):
             lanes[k] = inf
@@ -63,12 +63,12 @@ def forward(G, sq, tau, q_min, tiny, inf, w_out, s_out, dmin_out):  # pragma: no
         if tau == 2:
             for j in range(n):
                 q = dmin / d[j]
-                q = q if q > q_min else q_min
+                q = q_min if q < q_min else q  # (NaN stays NaN)
                 w[j] = q * q
         else:
             for j in range(n):
                 q = dmin / d[j]
-                q = q if q > q_min else q_min
+                q = q_min if q < q_min else q  # (NaN stays NaN)
                 w[j] = q**tau
         w[i] = 0
         s = sqi - sqi

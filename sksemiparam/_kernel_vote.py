@@ -270,13 +270,17 @@ class KernelVoteClassifierBase(RetrievalMixin, TorchClassifierBase):
         The batch's own rows are stored centres drawn at random too, so they are candidates (each
         row's own centre left out of its vote): only the m minus batch-size others are drawn and
         embedded besides, where drawing all m apart from the batch embedded m + batch rows a step
-        (2.3x a softmax network's at 128 candidates and batch 100). A batch larger than m votes over
-        its own rows alone. A drawn row that is also in the batch votes once (its second copy is
-        empty), as does a batch row that is not stored.
+        (2.3x a softmax network's at 128 candidates and batch 100). A batch holding m stored rows or
+        more votes over its own rows alone. A batch row that is not stored (a continual pass) is no
+        candidate and does not count towards m; a drawn row that is also in the batch votes once
+        (its second copy is an empty slot).
         """
         n = X.shape[0]
+        # Only stored rows are candidates (a continual pass trains rows not stored yet). ``own``
+        # comes from the host-side row map, so counting them reads nothing back from a GPU.
+        n_own = int((own >= 0).sum()) if own.device.type == "cpu" else n
         own = own.to(self.memory_.y.device)
-        n_extra = m - n
+        n_extra = m - n_own
         if n_extra <= 0:
             z = self.module_(X)
             return z, z, own

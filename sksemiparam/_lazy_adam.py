@@ -103,6 +103,8 @@ class LazyRowAdamW:
             return None
         if not all(a.is_contiguous() for a in arrays) or state["row_step"].dtype != torch.float32:
             return None
+        if rows.numel() and (int(rows.min()) < 0 or int(rows.max()) >= self.param.shape[0]):
+            return None  # the compiled loops do not check bounds: torch's operators raise IndexError
         from . import _cpu_kernels  # lazy: numba's import and first compile cost about a second
 
         return _cpu_kernels
@@ -142,7 +144,7 @@ class LazyRowAdamW:
         n = now - s  # idle steps; 0 for rows already up to date (then nothing below changes them)
         # Per row, in float64: beta1^n, beta2^n, (1 - lam)^n, rho^n and beta2^(-j/2) in one exp.
         logs = torch.tensor(
-            [math.log(beta1), math.log(beta2), math.log1p(-lam), math.log(r) - math.log1p(-lam), 0.0],
+            [math.log(beta1), math.log(beta2), math.log1p(-lam), math.log(r) - math.log1p(-lam), 1.0],
             dtype=torch.float64,
             device=rows.device,
         )

@@ -78,6 +78,23 @@ def test_shared_candidate_vote_equals_the_composed_eq7_with_its_gradients(soft):
     assert not torch.autograd.grad(nobody.sum(), z)[0].any()
 
 
+def test_shared_candidate_vote_keeps_importances_and_targets_wide_under_autocast():
+    # Under bfloat16 autocast the vote runs in float32: learned importances and soft targets are
+    # not rounded to bfloat16 on the way in (z here is exact in bfloat16).
+    g = torch.Generator().manual_seed(8)
+    net = KernelVoteNet(embedding=torch.nn.Identity(), n_classes=3, sigma=1.0)
+    net.log_importance = torch.nn.Parameter(torch.randn(11, generator=g) * 0.37)
+    z = torch.randn(5, 4, generator=g).bfloat16().float()
+    centers = torch.randn(11, 4, generator=g).bfloat16().float()
+    labels = torch.softmax(torch.randn(11, 3, generator=g), 1)
+    ids = torch.arange(11)
+    plain = net.log_proba(z, centers, ids, labels)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = net.log_proba(z.bfloat16(), centers, ids, labels)
+    assert mixed.dtype == torch.float32
+    np.testing.assert_allclose(mixed.detach().numpy(), plain.detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
 def test_vote_is_finite_when_no_neighbour_has_the_class_and_underflow_safe():
     log_w = torch.tensor([[-1e4, -1e4 - 1.0]], requires_grad=True)  # exp underflows in float32
     log_p = kernel_vote_log_proba(log_w, torch.tensor([[0, 0]]), 3)
@@ -213,6 +230,21 @@ def test_sampled_candidates_vote_over_drawn_rows_with_gradients_through_both(can
     ):
         torch.testing.assert_close(g, e, rtol=1e-8, atol=1e-12)
         assert not torch.allclose(g, d, rtol=1e-6, atol=0)
+
+
+def test_a_batch_of_rows_not_stored_still_votes_over_m_stored_candidates(digits):
+    # A continual pass (the Impostor Network's add/drop) trains rows that are not centres yet (own
+    # id -1): they are no candidates, so m stored rows are drawn, and the vote is not uniform.
+    X_train, _, y_train, _ = digits
+    clf = NNGKClassifier(candidates=16, **{**FAST, "batch_size": 32, "max_epochs": 3})
+    clf.fit(X_train[:300], y_train[:300])
+    rows = []
+    clf.module_.embedding.register_forward_pre_hook(lambda module, args: rows.append(args[0].shape[0]))
+    clf._row_center_map = torch.full((300,), -1)
+    Xb = torch.as_tensor(X_train[:32], dtype=torch.float32)
+    loss = clf._loss(Xb, torch.as_tensor(clf.classes_.searchsorted(y_train[:32])), torch.arange(32))
+    assert rows == [32 + 16]
+    assert float(loss) < 0.9 * math.log(10)  # uniform votes (every candidate masked): log(10)
 
 
 def test_sampled_candidates_embed_the_batch_once(digits):

@@ -8,6 +8,7 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 # Squared distances below this are treated as this value in d^-tau, so duplicates give a large but
 # finite weight (the limit of the kernel) instead of inf/NaN.
@@ -180,7 +181,7 @@ class _InBatchEstimate(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, v, onehot, tau, pool):
+    def forward(ctx, v, onehot, tau, pool, grad_enabled):
         n = v.shape[0]
         ctx.tau, ctx.pool = tau, pool
         r_max = _r_max(tau, v.dtype)
@@ -198,7 +199,7 @@ class _InBatchEstimate(torch.autograd.Function):
             )  # fmt: skip
             s = s[:, None]
             est = torch.mm(w, onehot).div_(s)
-            if ctx.needs_input_grad[0]:
+            if grad_enabled and ctx.needs_input_grad[0]:
                 ctx.save_for_backward(v, onehot, w, d, d_min, s, est)
             else:
                 pool.give("f", d, w)
@@ -217,13 +218,14 @@ class _InBatchEstimate(torch.autograd.Function):
         w = torch.pow(r, -tau, out=pool.take("f1", (n, n), v)).fill_diagonal_(0.0)
         s = w.sum(1, keepdim=True)
         est = (w @ onehot).div_(s)
-        if ctx.needs_input_grad[0]:
+        if grad_enabled and ctx.needs_input_grad[0]:
             ctx.save_for_backward(v, onehot, w, r, d_min, s, est, clamped)
         else:
             pool.give("f", r, w, clamped)
         return est
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad):
         tau, pool, compiled = ctx.tau, ctx.pool, ctx.compiled
         if compiled is not None:
@@ -242,7 +244,7 @@ class _InBatchEstimate(torch.autograd.Function):
             grad_v = torch.addmm(sums[:, None] * v, m, v, alpha=-1.0).addmm_(m.T, v, alpha=-1.0)
             pool.give("f", d, w)
             pool.give("b", m)
-            return grad_v.mul_(2.0), None, None, None
+            return grad_v.mul_(2.0), None, None, None, None
         v, onehot, w, r, d_min, s, est, clamped = ctx.saved_tensors
         n = v.shape[0]
         # est = (w @ Y) / s with s = rowsum(w):  dL/dw_ij = (g_i . y_j - g_i . est_i) / s_i.
@@ -255,7 +257,7 @@ class _InBatchEstimate(torch.autograd.Function):
         grad_v = (m.sum(1) + m.sum(0))[:, None] * v - m @ v - m.T @ v
         pool.give("f", r, w, clamped)
         pool.give("b", m)
-        return 2.0 * grad_v, None, None, None
+        return 2.0 * grad_v, None, None, None, None
 
 
 @full_precision
@@ -287,4 +289,6 @@ def in_batch_class_estimate(
         return torch.full((v.shape[0], n_classes), 1.0 / n_classes, dtype=v.dtype, device=v.device)
     onehot = torch.zeros(v.shape[0], n_classes, dtype=v.dtype, device=v.device)
     onehot.scatter_(1, labels[:, None], 1.0)  # not F.one_hot: its range check costs ~50 us a call
-    return _InBatchEstimate.apply(v, onehot, float(tau), pool if pool is not None else ScratchPool())
+    pool = pool if pool is not None else ScratchPool()
+    # (Under no_grad ctx.needs_input_grad still follows requires_grad: the buffers go back anyway.)
+    return _InBatchEstimate.apply(v, onehot, float(tau), pool, torch.is_grad_enabled())

@@ -6,6 +6,7 @@ import math
 
 import torch
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from .kernels import full_precision
 
@@ -83,12 +84,12 @@ class _SharedCandidateVote(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, z, centers, log_importance, sigma, targets, masked, floor):
+    def forward(ctx, z, centers, log_importance, sigma, targets, masked, floor, grad_enabled):
         n_classes = targets.shape[1]
         a = -0.5 / sigma.to(z.dtype) ** 2
         sq = torch.addmm((centers * centers).sum(1)[None, :], z, centers.T, alpha=-2.0)
         sq.add_((z * z).sum(1, keepdim=True)).clamp_min_(0.0)
-        keep_sq = ctx.needs_input_grad[3]
+        keep_sq = grad_enabled and ctx.needs_input_grad[3]  # (needs_input_grad ignores no_grad)
         scores = (sq.clone() if keep_sq else sq).mul_(a).add_(log_importance[None, :])
         scores.masked_fill_(masked, float("-inf"))
         top = scores.amax(1, keepdim=True)
@@ -103,6 +104,7 @@ class _SharedCandidateVote(torch.autograd.Function):
         return torch.log(share + floor) - math.log1p(n_classes * floor)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad):
         z, centers, targets, w, total, share, a, sq = ctx.saved_tensors
         # log(share + floor):  dL/dshare = g / (share + floor), 0 where nobody votes (constant).
@@ -123,14 +125,20 @@ class _SharedCandidateVote(torch.autograd.Function):
         # sq_ij = |z_i - c_j|^2:  dL/dz = 2 (rowsum(m) z - m c), dL/dc = 2 (colsum(m) c - m^T z).
         grad_z = 2.0 * (m.sum(1, keepdim=True) * z - m @ centers) if needs[0] else None
         grad_c = 2.0 * (m.sum(0)[:, None] * centers - m.T @ z) if needs[1] else None
-        return grad_z, grad_c, grad_importance, grad_sigma, None, None, None
+        return grad_z, grad_c, grad_importance, grad_sigma, None, None, None, None
 
 
 @full_precision
-def _shared_candidate_vote(z, centers, log_importance, sigma, targets, masked):
+def _shared_candidate_vote(z, centers, log_importance, sigma, labels, masked, n_classes):
     """``_SharedCandidateVote`` in float32 or wider (autocast off; distances as in
-    ``pairwise_sq_distances``)."""
-    return _SharedCandidateVote.apply(z, centers, log_importance, sigma, targets, masked, VOTE_FLOOR)
+    ``pairwise_sq_distances``); the targets and importances are cast here, after the upcast."""
+    if labels.is_floating_point():
+        targets = labels.to(z.dtype)
+    else:
+        targets = torch.nn.functional.one_hot(labels, n_classes).to(z.dtype)
+    return _SharedCandidateVote.apply(
+        z, centers, log_importance.to(z.dtype), sigma, targets, masked, VOTE_FLOOR, torch.is_grad_enabled()
+    )
 
 
 class KernelVoteNet(nn.Module):
@@ -208,12 +216,8 @@ class KernelVoteNet(nn.Module):
             masked = (center_ids < 0)[None, :].expand(z.shape[0], -1)
             if exclude is not None:
                 masked = masked | (center_ids[None, :] == exclude[:, None])
-            if labels.is_floating_point():
-                targets = labels.to(z.dtype)
-            else:
-                targets = torch.nn.functional.one_hot(labels, self.n_classes).to(z.dtype)
-            log_importance = self.log_importance[center_ids.clamp_min(0)].to(z.dtype)
-            return _shared_candidate_vote(z, centers, log_importance, self.sigma, targets, masked)
+            importance = self.log_importance[center_ids.clamp_min(0)]
+            return _shared_candidate_vote(z, centers, importance, self.sigma, labels, masked, self.n_classes)
         else:
             sq = (z[:, None, :] - centers).square().sum(-1)
             masked = center_ids < 0

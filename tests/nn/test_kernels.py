@@ -214,3 +214,15 @@ def test_compiled_kernels_reuse_pool_buffers_across_steps():
         again = in_batch_class_estimate(v, y, 3, 2.0, pool)
     np.testing.assert_allclose(again.numpy(), first.detach().numpy(), rtol=1e-12)
     assert {key: buf.data_ptr() for key, buf in pool._free.items()} == held
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_a_nan_embedding_makes_the_estimate_nan_not_a_neighbour(compiled, monkeypatch):
+    # A NaN row must not become every row's nearest neighbour (finite, wrong estimates): both the
+    # compiled CPU kernels and torch's operators propagate it.
+    if not compiled:
+        _torch_ops_only(monkeypatch)
+    v = torch.randn(20, 3, generator=torch.Generator().manual_seed(7))
+    v[4, 1] = float("nan")
+    est = in_batch_class_estimate(v, torch.arange(20) % 3, 3, 2.0)
+    assert torch.isnan(est).all()
