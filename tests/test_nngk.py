@@ -232,28 +232,32 @@ def test_sampled_candidates_vote_over_drawn_rows_with_gradients_through_both(can
         assert not torch.allclose(g, d, rtol=1e-6, atol=0)
 
 
+def _counting_embedded_rows(digits, n, candidates, epochs):
+    """NNGK fitted on n digits (batch 32), and the list its embedding appends each call's rows to."""
+    X_train, _, y_train, _ = digits
+    clf = NNGKClassifier(candidates=candidates, **{**FAST, "batch_size": 32, "max_epochs": epochs})
+    clf.fit(X_train[:n], y_train[:n])
+    rows = []
+    clf.module_.embedding.register_forward_pre_hook(lambda module, args: rows.append(args[0].shape[0]))
+    return clf, rows
+
+
 def test_a_batch_of_rows_not_stored_still_votes_over_m_stored_candidates(digits):
     # A continual pass (the Impostor Network's add/drop) trains rows that are not centres yet (own
     # id -1): they are no candidates, so m stored rows are drawn, and the vote is not uniform.
+    clf, rows = _counting_embedded_rows(digits, 300, candidates=16, epochs=3)
     X_train, _, y_train, _ = digits
-    clf = NNGKClassifier(candidates=16, **{**FAST, "batch_size": 32, "max_epochs": 3})
-    clf.fit(X_train[:300], y_train[:300])
-    rows = []
-    clf.module_.embedding.register_forward_pre_hook(lambda module, args: rows.append(args[0].shape[0]))
     clf._row_center_map = torch.full((300,), -1)
     Xb = torch.as_tensor(X_train[:32], dtype=torch.float32)
     loss = clf._loss(Xb, torch.as_tensor(clf.classes_.searchsorted(y_train[:32])), torch.arange(32))
     assert rows == [32 + 16]
-    assert float(loss) < 0.9 * math.log(10)  # uniform votes (every candidate masked): log(10)
+    assert loss.item() < 0.9 * math.log(10)  # uniform votes (every candidate masked): log(10)
 
 
 def test_sampled_candidates_embed_the_batch_once(digits):
     # The batch's rows are candidates: a step embeds max(m, batch) rows, not m + batch.
+    clf, rows = _counting_embedded_rows(digits, 320, candidates=48, epochs=1)
     X_train, _, y_train, _ = digits
-    clf = NNGKClassifier(candidates=48, **{**FAST, "batch_size": 32, "max_epochs": 1})
-    clf.fit(X_train[:320], y_train[:320])
-    rows = []
-    clf.module_.embedding.register_forward_pre_hook(lambda module, args: rows.append(args[0].shape[0]))
     clf.partial_fit(X_train[:320], y_train[:320])
     assert set(rows[:10]) == {48}
     clf.set_params(candidates=20)
