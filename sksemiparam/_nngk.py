@@ -48,8 +48,8 @@ class NNGKClassifier(KernelVoteClassifierBase):
         What each training step votes over. An int m, or a float in (0, 1] (that fraction of the
         stored rows): m stored rows at random for each mini-batch and a dense vote over all of
         them, without search (ModernNCA's stochastic neighbour sampling, not the paper's
-        procedure). The batch's own rows are among them (each row's own centre left out of its
-        vote) and m minus the batch size more are drawn (none when the batch holds m rows or
+        procedure). The batch's own stored rows are among them (each row's own centre left out of
+        its vote) and m minus those more are drawn (none when the batch holds m stored rows or
         more); all are embedded in the batch's forward pass, so gradients reach both the query and
         the candidate embeddings. None (the paper's procedure): each row's
         ``n_neighbors`` nearest centres, searched among all centres as of the last refresh
