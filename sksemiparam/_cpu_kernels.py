@@ -108,7 +108,9 @@ def backward(A, c, d_buf, w_buf, dmin, tau, q_min, tiny, sums):  # pragma: no co
 
 
 @numba.njit(error_model="numpy", nogil=True, cache=True)
-def adamw_catch_up_rows(p, m, v, row_step, rows, now, g_table, root_table, lr, beta1, beta2, eps, lam, j_max):  # noqa: E501  # pragma: no cover
+def adamw_catch_up_rows(  # pragma: no cover (compiled)
+    p, m, v, row_step, rows, now, g_table, root_table, lr, beta1, beta2, eps, lam, j_max
+):
     """``LazyRowAdamW.catch_up`` for ``rows``: each row's idle steps n = now - row_step since its last
     update, summed in closed form (coefficients in float64, applied in the parameter's dtype)."""
     log_b1, log_b2, log_decay = math.log(beta1), math.log(beta2), math.log1p(-lam)

@@ -277,8 +277,8 @@ class KernelVoteClassifierBase(RetrievalMixin, TorchClassifierBase):
         """
         n = X.shape[0]
         # Only stored rows are candidates (a continual pass trains rows not stored yet). ``own``
-        # comes from the host-side row map, so counting them reads nothing back from a GPU.
-        n_own = int((own >= 0).sum()) if own.device.type == "cpu" else n
+        # comes from the host-side row map (the batch ids are on the CPU): counting is no GPU sync.
+        n_own = int((own >= 0).sum())
         own = own.to(self.memory_.y.device)
         n_extra = m - n_own
         if n_extra <= 0:
