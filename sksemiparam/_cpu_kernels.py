@@ -14,6 +14,16 @@ calls and autograd's own bookkeeping, not the arithmetic, are the cost.
 per-row coefficients and the gather, update and scatter of parameter and moments in one loop over
 the rows a step reaches, instead of some thirty torch operators and three scatters per call.
 
+**Exact search's candidate selection and float64 ranking** (``select_smallest``,
+``rescore_rows``; used by ``NeighborIndex``'s exact backend). torch's ``topk`` over a (1024, 16384)
+block of float32 scores cost as much as the matrix product that made it, and the float64 stage
+gathered a (queries, candidates, d) copy of the keys. Here each row of a block of dot products is
+turned into scores and filtered against its running m-th smallest score in one sweep (a count of the
+scores at or below it per 64 columns, which vectorises; the rare column that beats it is inserted
+into the row's sorted list), and the candidates are re-scored and ranked by (distance, id) in one
+loop per row. With the product blocks small enough to stay in cache (1024 x 2048) the search
+runs 2-3x faster than before at 1e4-1e5 keys (``index`` benchmark).
+
 numba comes with pynndescent; the modules that use these import this one on their first CPU call
 only, and the kernels compile then (about a second each per dtype; cached on disk where the package
 is writable). The estimate's kernels are written so that LLVM vectorises them: selects instead of
@@ -163,3 +173,121 @@ def adamw_step_rows(p, m, v, row_step, rows, grad, t, lr, beta1, beta2, eps, lam
             vr[c] = vc
             pr[c] = pr[c] * shrink + step * (mc / (math.sqrt(vc) / root + e))
         row_step[r] = t
+
+
+_SELECT_CHUNK = 64  # columns whose scores are counted against the running threshold at a time
+
+
+@numba.njit(fastmath={"nsz"}, error_model="numpy", nogil=True, cache=True)
+def select_smallest(P, shifted, start, own, best_t, best_i, filled):  # pragma: no cover (compiled)
+    """Merge a block of keys into each row's ``m`` smallest scores ``t = shifted - 2 p``.
+
+    ``P`` (n, b) holds the float32 dot products of the queries with keys ``start:start + b``,
+    ``shifted`` (b,) those keys' shifted norms; ``best_t`` / ``best_i`` (n, m) each row's smallest
+    scores so far, ascending, and their key ids; ``filled`` (n,) how many of the m are set. ``own``
+    (n,): a stored id per row whose key never enters (-1: none). A NaN score counts as +inf.
+    """
+    n, b = P.shape
+    m = best_t.shape[1]
+    inf = np.float32(np.inf)
+    two = np.float32(2)
+    n_lanes = max(32, (m + 15) // 16 * 16)
+    lanes = np.empty(n_lanes, dtype=np.float32)
+    for r in range(n):
+        p = P[r]
+        bt = best_t[r]
+        bi = best_i[r]
+        f = filled[r]
+        o = own[r] - start
+        tau = bt[m - 1] if f == m else inf
+        if f < m and b >= n_lanes and not 0 <= o < b:
+            # The largest of n_lanes interleaved minima: at least n_lanes >= m scores lie at or
+            # below it, so every score of the final m does too.
+            for k in range(n_lanes):
+                lanes[k] = inf
+            for j0 in range(0, b - b % n_lanes, n_lanes):
+                for k in range(n_lanes):
+                    x = shifted[j0 + k] - two * p[j0 + k]
+                    lanes[k] = x if x < lanes[k] else lanes[k]
+            cut = lanes[0]
+            for k in range(1, n_lanes):
+                cut = lanes[k] if lanes[k] > cut else cut
+            tau = cut if cut < tau else tau
+        for j0 in range(0, b, _SELECT_CHUNK):
+            j1 = min(j0 + _SELECT_CHUNK, b)
+            count = 0
+            for j in range(j0, j1):
+                if shifted[j] - two * p[j] <= tau:
+                    count += 1
+            if count == 0:
+                continue  # (a NaN score is never counted: a row of NaN is left to the caller)
+            for j in range(j0, j1):
+                x = shifted[j] - two * p[j]
+                if x != x or j == o:
+                    x = inf
+                if x <= tau and (f < m or x < bt[m - 1]):
+                    q = f if f < m else m - 1
+                    while q > 0 and bt[q - 1] > x:
+                        bt[q] = bt[q - 1]
+                        bi[q] = bi[q - 1]
+                        q -= 1
+                    bt[q] = x
+                    bi[q] = start + j
+                    if f < m:
+                        f += 1
+                    if f == m and bt[m - 1] < tau:
+                        tau = bt[m - 1]
+        filled[r] = f
+
+
+@numba.njit(inline="always")
+def _before(x, i, y, j):  # pragma: no cover (compiled)
+    """(x, i) ranks before (y, j): by value, NaN last, then by id."""
+    if x < y:
+        return True
+    if x == y or (x != x and y != y):
+        return i < j
+    return y != y and x == x
+
+
+@numba.njit(error_model="numpy", nogil=True, cache=True)
+def rescore_rows(q, keys, cand, own, norms64, same, d_out, i_out):  # pragma: no cover (compiled)
+    """The ``k`` (``d_out.shape[1]``) nearest of each row's candidate keys ``cand`` (n, m) by float64
+    (distance, id): distances as sums of squared differences, snapped to 0 within ``same`` (|q|^2 +
+    |key|^2), the row's ``own`` id (-1: none) at +inf."""
+    n, m = cand.shape
+    k = d_out.shape[1]
+    dim = q.shape[1]
+    for r in range(n):
+        qr = q[r]
+        qn = 0.0
+        for c in range(dim):
+            x = np.float64(qr[c])
+            qn += x * x
+        dr = d_out[r]
+        ir = i_out[r]
+        f = 0
+        for a in range(m):
+            idx = cand[r, a]
+            kr = keys[idx]
+            s = 0.0
+            for c in range(dim):
+                x = np.float64(kr[c]) - np.float64(qr[c])
+                s += x * x
+            if s <= same * (qn + norms64[idx]):
+                s = 0.0
+            if idx == own[r]:
+                s = np.inf
+            if f < k:
+                pos = f
+                f += 1
+            elif _before(s, idx, dr[k - 1], ir[k - 1]):
+                pos = k - 1
+            else:
+                continue
+            while pos > 0 and _before(s, idx, dr[pos - 1], ir[pos - 1]):
+                dr[pos] = dr[pos - 1]
+                ir[pos] = ir[pos - 1]
+                pos -= 1
+            dr[pos] = s
+            ir[pos] = idx

@@ -53,6 +53,16 @@ AUTO_THRESHOLD = 300_000
 # distances), merging the running top-k across key blocks, so its cost stays linear in N.
 _EXACT_QUERY_BLOCK = 1024
 _EXACT_KEY_BLOCK = 16384
+# On the CPU (float32 keys) the candidates are chosen by a compiled filter (``_cpu_kernels``) from
+# products of this many keys at a time: a (1024, 2048) float32 block (8 MiB) stays in the cache
+# between the product that writes it and the filter that reads it, where a (1024, 16384) one went
+# to memory and back (`python -m benchmarks index`). Tests switch the compiled path off to check it
+# against torch's operators.
+_COMPILED_KEY_BLOCK = 2048
+_USE_COMPILED = True
+# ... for calls of at least this many query-key pairs: below, torch's operators take well under a
+# millisecond and a process that only makes such calls never imports numba (half a second).
+_COMPILED_MIN_PAIRS = 1 << 20
 # Float32 candidates re-scored in float64 per query beyond the k requested, and the size (elements)
 # of the float64 blocks (key norms, gathered candidates) exact search computes at a time.
 _RESCORE_MARGIN = 16
@@ -394,12 +404,16 @@ class NeighborIndex:
             # memory whose storage the keys share: views share the version counter).
             if scale is None or scale.keys is not self.keys or scale.version != self.keys._version:
                 scale = self._exact_scale = _ExactScale(self.keys)
+            kernels = None if queries.shape[0] * n_keys < _COMPILED_MIN_PAIRS else self._compiled_kernels()
             dists, ids, unsure = [], [], []
             for qs in range(0, queries.shape[0], _EXACT_QUERY_BLOCK):
                 q = queries[qs : qs + _EXACT_QUERY_BLOCK]
                 own = None if exclude is None else exclude[qs : qs + _EXACT_QUERY_BLOCK]
-                t, cand = self._exact_candidates(q, n_candidates, own, scale)
-                d, i, q_floor = self._rescore(q, cand, k, own, scale)
+                if kernels is not None:
+                    t, d, i, q_floor = self._exact_compiled(q, k, n_candidates, own, scale, kernels)
+                else:
+                    t, cand = self._exact_candidates(q, n_candidates, own, scale)
+                    d, i, q_floor = self._rescore(q, cand, k, own, scale)
                 if n_candidates < n_keys:
                     # A key left out scores t >= the last candidate's: its distance is >= floor.
                     unsure.append(t[:, -1].double() + q_floor <= d[:, -1])
@@ -413,6 +427,49 @@ class NeighborIndex:
                     own = None if exclude is None else exclude[rows]
                     d[rows], i[rows] = self._exact_widened(queries[rows], d[rows, -1], k, own, scale)
         return d.to(queries.dtype), i
+
+    def _compiled_kernels(self):
+        """``_cpu_kernels`` for float32 keys in CPU memory, else None (torch's operators: CUDA,
+        float16 keys)."""
+        keys = self.keys
+        if not _USE_COMPILED or keys.device.type != "cpu" or keys.dtype != torch.float32:
+            return None
+        if not keys.is_contiguous():
+            return None
+        from . import _cpu_kernels  # lazy: numba's import and first compile cost a few seconds
+
+        return _cpu_kernels
+
+    def _exact_compiled(self, q, k, n_candidates, own, scale, kernels):
+        """``_exact_candidates`` and ``_rescore`` on the CPU in compiled loops: each (queries, 2048)
+        block of products filtered into each row's ``n_candidates`` smallest scores as soon as it is
+        made, then the candidates ranked in float64. Returns the scores of the candidates
+        (ascending), the k distances and ids, and the rows' lower-bound parts as ``_rescore``."""
+        n = q.shape[0]
+        q = q.contiguous()
+        own_np = np.full(n, -1, dtype=np.int64) if own is None else own.contiguous().numpy()
+        best_t = np.full((n, n_candidates), np.inf, dtype=np.float32)
+        best_i = np.zeros((n, n_candidates), dtype=np.int64)
+        filled = np.zeros(n, dtype=np.int64)
+        shifted = scale.shifted.numpy()
+        buffer = torch.empty(n * min(_COMPILED_KEY_BLOCK, scale.n_keys), dtype=torch.float32)
+        for ks in range(0, scale.n_keys, _COMPILED_KEY_BLOCK):
+            block = self.keys[ks : ks + _COMPILED_KEY_BLOCK]
+            p = torch.mm(q, block.T, out=buffer[: n * block.shape[0]].view(n, block.shape[0]))
+            kernels.select_smallest(
+                p.numpy(), shifted[ks : ks + block.shape[0]], ks, own_np, best_t, best_i, filled
+            )
+        short = np.flatnonzero(filled < n_candidates)
+        if short.size:  # never expected (every key enters until a row holds n_candidates): torch's way
+            rows = torch.from_numpy(short)
+            t, cand = self._exact_candidates(q[rows], n_candidates, None if own is None else own[rows], scale)
+            best_t[short], best_i[short] = t.numpy(), cand.numpy()
+        d = np.empty((n, k), dtype=np.float64)
+        i = np.empty((n, k), dtype=np.int64)
+        norms64 = scale.norms64.numpy()
+        kernels.rescore_rows(q.numpy(), self.keys.numpy(), best_i, own_np, norms64, scale.same, d, i)
+        q_floor = q.double().square().sum(1) * (1 - scale.slack)
+        return torch.from_numpy(best_t), torch.from_numpy(d), torch.from_numpy(i), q_floor
 
     def _exact_candidates(self, q, n_candidates, own, scale):
         """The ``n_candidates`` keys of each query with the smallest float32 scores ``t`` (and those

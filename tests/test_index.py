@@ -1,5 +1,6 @@
 """NeighborIndex: exact search matches brute force, approximate search keeps its recall."""
 
+import contextlib
 import pickle
 import re
 import subprocess
@@ -30,7 +31,16 @@ def clustered(n, d=16, centers=20, seed=0):
     return (c[rng.integers(0, centers, n)] + rng.normal(size=(n, d))).astype(np.float32)
 
 
-def test_exact_matches_brute_force():
+@pytest.fixture(params=["compiled", "torch"])
+def exact_path(request, monkeypatch):
+    """Exact search's CPU path: the compiled candidate filter and float64 ranking (``_cpu_kernels``),
+    or torch's operators (the path CUDA and float16 keys take)."""
+    monkeypatch.setattr("sksemiparam._index._USE_COMPILED", request.param == "compiled")
+    monkeypatch.setattr("sksemiparam._index._COMPILED_MIN_PAIRS", 0)
+    return request.param
+
+
+def test_exact_matches_brute_force(exact_path):
     keys, queries = clustered(500, seed=0), clustered(40, seed=1)
     dist, ids = NeighborIndex("exact").build(torch.from_numpy(keys)).query(torch.from_numpy(queries), 10)
     bd, bi = brute_force(keys.astype(np.float64), queries.astype(np.float64), 10)
@@ -38,18 +48,19 @@ def test_exact_matches_brute_force():
     np.testing.assert_allclose(dist.numpy(), bd, rtol=1e-4, atol=1e-3)
 
 
-def test_exact_blocking_gives_the_same_answer(monkeypatch):
+def test_exact_blocking_gives_the_same_answer(exact_path, monkeypatch):
     keys, queries = torch.from_numpy(clustered(300)), torch.from_numpy(clustered(50, seed=2))
     own = torch.randint(-1, 300, (50,), generator=torch.Generator().manual_seed(0))
     whole = NeighborIndex("exact").build(keys).query(queries, 5, exclude=own)
     monkeypatch.setattr("sksemiparam._index._EXACT_QUERY_BLOCK", 7)
     monkeypatch.setattr("sksemiparam._index._EXACT_KEY_BLOCK", 11)  # 28 key blocks, merged
+    monkeypatch.setattr("sksemiparam._index._COMPILED_KEY_BLOCK", 11)
     blocked = NeighborIndex("exact").build(keys).query(queries, 5, exclude=own)
     assert torch.equal(whole[1], blocked[1])
     torch.testing.assert_close(whole[0], blocked[0], rtol=1e-4, atol=1e-3)  # float32 cdist
 
 
-def test_exact_exclude_self():
+def test_exact_exclude_self(exact_path):
     keys = torch.from_numpy(clustered(200))
     own = torch.arange(200)
     dist, ids = NeighborIndex("exact").build(keys).query(keys, 3, exclude=own)
@@ -141,6 +152,7 @@ def test_auto_never_picks_faiss_installed_or_not(faiss_installed, monkeypatch):
 
 
 def test_import_does_not_load_pynndescent_numba_or_faiss():
+    # A small exact query takes torch's operators: numba is imported by the large ones only.
     code = (
         "import sys, sksemiparam; "
         "from sksemiparam._index import NeighborIndex; import torch; "
@@ -197,8 +209,9 @@ def test_approximate_add_grows_the_graph():
 
 
 @pytest.mark.parametrize("block", [8, 4096])
-def test_exact_ties_go_to_the_lower_id_whatever_the_query_row(block, monkeypatch):
+def test_exact_ties_go_to_the_lower_id_whatever_the_query_row(block, exact_path, monkeypatch):
     monkeypatch.setattr("sksemiparam._index._EXACT_KEY_BLOCK", block)
+    monkeypatch.setattr("sksemiparam._index._COMPILED_KEY_BLOCK", block)
     # Duplicated keys at equal distance: every query, wherever it sits in the batch, gets the same ids.
     keys = torch.zeros(40, 3)
     keys[::2] = 1.0
@@ -214,7 +227,7 @@ def test_exact_ties_go_to_the_lower_id_whatever_the_query_row(block, monkeypatch
     np.testing.assert_array_equal(ids.numpy(), np.tile([33, 0, 1], (7, 1)))
 
 
-def test_a_query_that_duplicates_stored_keys_gets_the_same_neighbours_in_any_batch():
+def test_a_query_that_duplicates_stored_keys_gets_the_same_neighbours_in_any_batch(exact_path):
     # Rounding noise of the matrix-product distance depends on the query's row in the batch; the
     # duplicates' distances must still tie at 0 (then the lower ids win) wherever the query sits.
     g = torch.Generator().manual_seed(0)
@@ -228,7 +241,7 @@ def test_a_query_that_duplicates_stored_keys_gets_the_same_neighbours_in_any_bat
     assert torch.all(d[::7] == 0)
 
 
-def test_exact_ranks_as_float64_where_float32_distances_cannot():
+def test_exact_ranks_as_float64_where_float32_distances_cannot(exact_path):
     # Keys and queries far from the origin: cdist's |q|^2 + |k|^2 - 2 q.k cancels to noise of ~20
     # while the distances (~0.01, far above float32 resolution) differ; float64 re-scoring ranks them.
     g = torch.Generator().manual_seed(0)
@@ -241,10 +254,11 @@ def test_exact_ranks_as_float64_where_float32_distances_cannot():
 
 
 @pytest.mark.parametrize("exclude", [False, True])
-def test_keys_tied_beyond_the_candidates_are_ranked_over_all_keys(exclude, monkeypatch):
+def test_keys_tied_beyond_the_candidates_are_ranked_over_all_keys(exclude, exact_path, monkeypatch):
     # 60 copies of a key, more than the float32 candidates kept: the k chosen must still be the
     # lowest ids among all copies, not among the copies that survived the float32 stage.
     monkeypatch.setattr("sksemiparam._index._EXACT_KEY_BLOCK", 32)
+    monkeypatch.setattr("sksemiparam._index._COMPILED_KEY_BLOCK", 32)
     g = torch.Generator().manual_seed(1)
     keys = torch.rand(300, 16, generator=g)
     keys[100:160] = keys[7]
@@ -272,7 +286,7 @@ def _widened_rows(monkeypatch):
     return calls
 
 
-def test_keys_written_in_place_after_build_are_searched_as_they_are_now():
+def test_keys_written_in_place_after_build_are_searched_as_they_are_now(exact_path):
     # Exact search keeps its per-key norms between queries; a memory whose storage the keys share
     # may write into them (MbPA's ring), and the next query must see the new keys.
     storage = torch.from_numpy(clustered(200))
@@ -286,7 +300,7 @@ def test_keys_written_in_place_after_build_are_searched_as_they_are_now():
     np.testing.assert_allclose(dist.numpy(), bd, rtol=1e-5)
 
 
-def test_a_few_huge_keys_leave_the_other_queries_to_the_fast_stage(monkeypatch):
+def test_a_few_huge_keys_leave_the_other_queries_to_the_fast_stage(exact_path, monkeypatch):
     # One key 200x larger than the rest used to make every query "unsure" (the float32 error bound
     # took the largest key norm) and send it to a float64 scan of every key. The bound is per key now.
     rng = np.random.default_rng(0)
@@ -301,7 +315,7 @@ def test_a_few_huge_keys_leave_the_other_queries_to_the_fast_stage(monkeypatch):
     np.testing.assert_allclose(dist.numpy(), bd, rtol=1e-6)
 
 
-def test_duplicated_keys_widen_only_to_the_tied_copies(monkeypatch):
+def test_duplicated_keys_widen_only_to_the_tied_copies(exact_path, monkeypatch):
     # 3000 keys drawn from 60 distinct rows (~50 copies each): the k-th neighbour's copies reach past
     # the float32 candidates, so those rows are ranked again over the copies that could tie, with
     # the lower ids first, as brute force ranks them.
@@ -340,7 +354,25 @@ def test_duplicated_keys_widen_only_to_the_tied_copies(monkeypatch):
 )
 def test_exact_search_is_brute_force_on_any_keys(seed, n, d, distinct, log_scale, offset, heavy):
     # Duplicates, huge and tiny scales, keys far from the origin, heavy tails: always the float64
-    # brute-force ranking by (distance, id).
+    # brute-force ranking by (distance, id), on both CPU paths.
+    for compiled in (True, False):
+        with _compiled_path(compiled):
+            _check_exact_search_is_brute_force(seed, n, d, distinct, log_scale, offset, heavy)
+
+
+@contextlib.contextmanager
+def _compiled_path(compiled):
+    from sksemiparam import _index
+
+    before = _index._USE_COMPILED, _index._COMPILED_MIN_PAIRS
+    _index._USE_COMPILED, _index._COMPILED_MIN_PAIRS = compiled, 0
+    try:
+        yield
+    finally:
+        _index._USE_COMPILED, _index._COMPILED_MIN_PAIRS = before
+
+
+def _check_exact_search_is_brute_force(seed, n, d, distinct, log_scale, offset, heavy):
     rng = np.random.default_rng(seed)
     rows = rng.standard_normal((distinct, d)) * 10.0**log_scale + offset
     if heavy:
@@ -363,6 +395,65 @@ def test_exact_search_is_brute_force_on_any_keys(seed, n, d, distinct, log_scale
     plain = ~near.any(1)
     np.testing.assert_array_equal(ids.numpy()[plain], bi[plain])
     np.testing.assert_allclose(dist.numpy()[plain], bd[plain], rtol=1e-5, atol=1e-30)
+
+
+@pytest.mark.parametrize("k", [1, 10, 40])  # 40: more candidates (57) than the filter's 32 lanes
+def test_compiled_exact_search_equals_torch_operators(k, monkeypatch):
+    # Several key blocks of the compiled filter (2048 keys each), the queries' own keys among them
+    # and in no block at all (-1), clustered keys: the same ids, distances to float64 rounding.
+    rng = np.random.default_rng(3)
+    keys = torch.from_numpy(clustered(5000, d=24, seed=4))
+    queries = torch.cat([keys[rng.integers(0, 5000, 300)] + 0.01, torch.from_numpy(clustered(200, d=24, seed=5))])
+    own = torch.from_numpy(rng.integers(-1, 5000, 500))
+    index = NeighborIndex("exact").build(keys)
+    monkeypatch.setattr("sksemiparam._index._COMPILED_MIN_PAIRS", 0)
+    calls = []
+    original = NeighborIndex._exact_compiled
+
+    def spy(self, *args):
+        calls.append(1)
+        return original(self, *args)
+
+    monkeypatch.setattr(NeighborIndex, "_exact_compiled", spy)
+    for exclude in (None, own):
+        d_c, i_c = index.query(queries, k, exclude=exclude)
+        with _compiled_path(False):
+            d_t, i_t = index.query(queries, k, exclude=exclude)
+        assert torch.equal(i_c, i_t)
+        torch.testing.assert_close(d_c, d_t, rtol=1e-6, atol=0)
+    assert calls  # the compiled path did run
+
+
+def test_compiled_exact_search_only_for_float32_cpu_keys():
+    keys = torch.from_numpy(clustered(100))
+    assert NeighborIndex("exact").build(keys)._compiled_kernels() is not None
+    assert NeighborIndex("exact", key_dtype="float16").build(keys)._compiled_kernels() is None
+    with _compiled_path(False):
+        assert NeighborIndex("exact").build(keys)._compiled_kernels() is None
+
+
+def test_the_index_benchmark_compares_with_the_products_exact_search_makes():
+    from benchmarks import index as benchmark
+    from sksemiparam import _index
+
+    assert (benchmark.MM_QUERY_BLOCK, benchmark.MM_KEY_BLOCK) == (
+        _index._EXACT_QUERY_BLOCK,
+        _index._COMPILED_KEY_BLOCK,
+    )
+
+
+def test_a_nan_query_gets_nan_distances_and_leaves_the_other_rows_alone():
+    keys = torch.from_numpy(clustered(3000))
+    queries = torch.from_numpy(clustered(20, seed=1))
+    expected = NeighborIndex("exact").build(keys).query(queries, 5)
+    queries[3, 2] = float("nan")
+    for compiled in (True, False):
+        with _compiled_path(compiled):
+            d, i = NeighborIndex("exact").build(keys).query(queries, 5)
+        assert torch.isnan(d[3]).all()
+        rest = torch.arange(20) != 3
+        assert torch.equal(i[rest], expected[1][rest])
+        torch.testing.assert_close(d[rest], expected[0][rest])
 
 
 # ---------------------------------------------------------------------- faiss (optional extra)
