@@ -8,8 +8,9 @@ Every estimator here that retrieves neighbours goes through this one small inter
 
 Distances are squared Euclidean. Three backends sit behind it:
 
-- ``"exact"``: torch, on the keys' device, blocked matrix products + ``topk``, so memory stays bounded,
-  then the candidates re-scored in float64 and ranked by (distance, id);
+- ``"exact"``: blocked matrix products on the keys' device, so memory stays bounded, each block's
+  candidates kept (``topk``; on the CPU a compiled filter, query blocks on every torch thread), then
+  the candidates re-scored in float64 and ranked by (distance, id);
 - ``"approximate"``: a pynndescent nearest-neighbour graph. pynndescent (and numba) are imported only
   here, on first use: their JIT compilation costs tens of seconds in every new process;
 - ``"faiss"``: a faiss HNSW graph (optional extra ``sksemiparam[faiss]``), imported only on first use.
@@ -405,8 +406,8 @@ class NeighborIndex:
             if scale is None or scale.keys is not self.keys or scale.version != self.keys._version:
                 scale = self._exact_scale = _ExactScale(self.keys)
             kernels = None if queries.shape[0] * n_keys < _COMPILED_MIN_PAIRS else self._compiled_kernels()
-            dists, ids, unsure = [], [], []
-            for qs in range(0, queries.shape[0], _EXACT_QUERY_BLOCK):
+
+            def one_block(qs):
                 q = queries[qs : qs + _EXACT_QUERY_BLOCK]
                 own = None if exclude is None else exclude[qs : qs + _EXACT_QUERY_BLOCK]
                 if kernels is not None:
@@ -414,13 +415,15 @@ class NeighborIndex:
                 else:
                     t, cand = self._exact_candidates(q, n_candidates, own, scale)
                     d, i, q_floor = self._rescore(q, cand, k, own, scale)
-                if n_candidates < n_keys:
-                    # A key left out scores t >= the last candidate's: its distance is >= floor.
-                    unsure.append(t[:, -1].double() + q_floor <= d[:, -1])
-                dists.append(d)
-                ids.append(i)
+                # A key left out scores t >= the last candidate's: its distance is >= floor.
+                unsure = t[:, -1].double() + q_floor <= d[:, -1] if n_candidates < n_keys else None
+                return d, i, unsure
+
+            starts = range(0, queries.shape[0], _EXACT_QUERY_BLOCK)
+            blocks = _map_compiled(one_block, starts) if kernels is not None else map(one_block, starts)
+            dists, ids, unsure = zip(*blocks)
             d, i = torch.cat(dists), torch.cat(ids)
-            if unsure:
+            if n_candidates < n_keys:
                 # The only value read back from the device: one per call, not per block.
                 rows = torch.cat(unsure).nonzero()[:, 0]
                 if rows.numel():
@@ -715,6 +718,27 @@ class _ExactScale:
         if own is not None:  # the query's own key, when it falls in this block, is never a neighbour
             _exclude_own(t, own - start)
         return t
+
+
+def _map_compiled(fn, starts):
+    """``map(fn, starts)`` over query blocks of the compiled CPU path, on as many threads as torch
+    has (each block's product single-threaded: the compiled filter runs on one core, so two blocks
+    side by side keep both cores busy where one block's two-threaded product leaves one idle while
+    the other filters; `python -m benchmarks index`). A single block, or a single thread: in line."""
+    n_threads = torch.get_num_threads()
+    if n_threads < 2 or len(starts) < 2:
+        return list(map(fn, starts))
+    from concurrent.futures import ThreadPoolExecutor
+
+    try:
+        # torch.set_num_threads acts on the calling thread's OpenMP setting: the workers' own.
+        with ThreadPoolExecutor(
+            min(n_threads, len(starts)), initializer=torch.set_num_threads, initargs=(1,)
+        ) as pool:
+            return list(pool.map(fn, starts))
+    finally:
+        if torch.get_num_threads() != n_threads:  # a build whose thread count is process-wide
+            torch.set_num_threads(n_threads)
 
 
 @contextlib.contextmanager

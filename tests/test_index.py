@@ -403,7 +403,9 @@ def test_compiled_exact_search_equals_torch_operators(k, monkeypatch):
     # and in no block at all (-1), clustered keys: the same ids, distances to float64 rounding.
     rng = np.random.default_rng(3)
     keys = torch.from_numpy(clustered(5000, d=24, seed=4))
-    queries = torch.cat([keys[rng.integers(0, 5000, 300)] + 0.01, torch.from_numpy(clustered(200, d=24, seed=5))])
+    queries = torch.cat(
+        [keys[rng.integers(0, 5000, 300)] + 0.01, torch.from_numpy(clustered(200, d=24, seed=5))]
+    )
     own = torch.from_numpy(rng.integers(-1, 5000, 500))
     index = NeighborIndex("exact").build(keys)
     monkeypatch.setattr("sksemiparam._index._COMPILED_MIN_PAIRS", 0)
@@ -422,6 +424,38 @@ def test_compiled_exact_search_equals_torch_operators(k, monkeypatch):
         assert torch.equal(i_c, i_t)
         torch.testing.assert_close(d_c, d_t, rtol=1e-6, atol=0)
     assert calls  # the compiled path did run
+
+
+def test_compiled_query_blocks_on_threads_give_the_same_answer_and_leave_torch_threads(monkeypatch):
+    # Several query blocks run side by side, one torch thread each: the same answer as in line, and
+    # the caller's torch thread count afterwards what it was.
+    keys = torch.from_numpy(clustered(3000, d=16, seed=6))
+    queries = torch.from_numpy(clustered(230, d=16, seed=7))
+    own = torch.from_numpy(np.random.default_rng(8).integers(-1, 3000, 230))
+    monkeypatch.setattr("sksemiparam._index._COMPILED_MIN_PAIRS", 0)
+    monkeypatch.setattr("sksemiparam._index._EXACT_QUERY_BLOCK", 50)
+    index = NeighborIndex("exact").build(keys)
+    threads = torch.get_num_threads()
+    worker_threads = []
+    original = NeighborIndex._exact_compiled
+
+    def spy(self, *args):
+        worker_threads.append(torch.get_num_threads())
+        return original(self, *args)
+
+    monkeypatch.setattr(NeighborIndex, "_exact_compiled", spy)
+    torch.set_num_threads(2)
+    try:
+        threaded = index.query(queries, 7, exclude=own)
+        assert torch.get_num_threads() == 2
+        assert worker_threads == [1] * 5  # five blocks, each on a one-thread worker
+        torch.set_num_threads(1)
+        inline = index.query(queries, 7, exclude=own)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(threaded[1], inline[1])
+    assert torch.equal(threaded[0], inline[0])
 
 
 def test_compiled_exact_search_only_for_float32_cpu_keys():
