@@ -54,11 +54,11 @@ AUTO_THRESHOLD = 300_000
 # distances), merging the running top-k across key blocks, so its cost stays linear in N.
 _EXACT_QUERY_BLOCK = 1024
 _EXACT_KEY_BLOCK = 16384
-# On the CPU (float32 keys) the candidates are chosen by a compiled filter (``_cpu_kernels``) from
-# products of this many keys at a time: a (1024, 2048) float32 block (8 MiB) stays in the cache
-# between the product that writes it and the filter that reads it, where a (1024, 16384) one went
-# to memory and back (`python -m benchmarks index`). Tests switch the compiled path off to check it
-# against torch's operators.
+# On the CPU the candidates are chosen by a compiled filter (``_cpu_kernels``) from products of
+# this many keys at a time (float16 keys widened block by block): a (1024, 2048) float32 block
+# (8 MiB) stays in the cache between the product that writes it and the filter that reads it, where
+# a (1024, 16384) one went to memory and back (`python -m benchmarks index`). Tests switch the
+# compiled path off to check it against torch's operators.
 _COMPILED_KEY_BLOCK = 2048
 _USE_COMPILED = True
 # ... for calls of at least this many query-key pairs: below, torch's operators take well under a
@@ -432,10 +432,9 @@ class NeighborIndex:
         return d.to(queries.dtype), i
 
     def _compiled_kernels(self):
-        """``_cpu_kernels`` for float32 keys in CPU memory, else None (torch's operators: CUDA,
-        float16 keys)."""
+        """``_cpu_kernels`` for keys in CPU memory, else None (torch's operators: CUDA)."""
         keys = self.keys
-        if not _USE_COMPILED or keys.device.type != "cpu" or keys.dtype != torch.float32:
+        if not _USE_COMPILED or keys.device.type != "cpu" or keys.dtype not in (torch.float32, torch.float16):
             return None
         if not keys.is_contiguous():
             return None
@@ -457,7 +456,7 @@ class NeighborIndex:
         shifted = scale.shifted.numpy()
         buffer = torch.empty(n * min(_COMPILED_KEY_BLOCK, scale.n_keys), dtype=torch.float32)
         for ks in range(0, scale.n_keys, _COMPILED_KEY_BLOCK):
-            block = self.keys[ks : ks + _COMPILED_KEY_BLOCK]
+            block = self.keys[ks : ks + _COMPILED_KEY_BLOCK].float()  # float16 keys: widened
             p = torch.mm(q, block.T, out=buffer[: n * block.shape[0]].view(n, block.shape[0]))
             kernels.select_smallest(
                 p.numpy(), shifted[ks : ks + block.shape[0]], ks, own_np, best_t, best_i, filled
@@ -467,6 +466,9 @@ class NeighborIndex:
             rows = torch.from_numpy(short)
             t, cand = self._exact_candidates(q[rows], n_candidates, None if own is None else own[rows], scale)
             best_t[short], best_i[short] = t.numpy(), cand.numpy()
+        if self.keys.dtype != torch.float32:  # float16 keys: torch's float64 ranking
+            d, i, q_floor = self._rescore(q, torch.from_numpy(best_i), k, own, scale)
+            return torch.from_numpy(best_t), d, i, q_floor
         d = np.empty((n, k), dtype=np.float64)
         i = np.empty((n, k), dtype=np.int64)
         norms64 = scale.norms64.numpy()

@@ -34,7 +34,7 @@ def clustered(n, d=16, centers=20, seed=0):
 @pytest.fixture(params=["compiled", "torch"])
 def exact_path(request, monkeypatch):
     """Exact search's CPU path: the compiled candidate filter and float64 ranking (``_cpu_kernels``),
-    or torch's operators (the path CUDA and float16 keys take)."""
+    or torch's operators (the path CUDA takes)."""
     monkeypatch.setattr("sksemiparam._index._USE_COMPILED", request.param == "compiled")
     monkeypatch.setattr("sksemiparam._index._COMPILED_MIN_PAIRS", 0)
     return request.param
@@ -102,7 +102,7 @@ def test_query_errors_name_the_problem():
         NeighborIndex("exact", key_dtype="float16").build(torch.full((2, 3), 1e5))
 
 
-def test_float16_keys_halve_memory_and_rank_like_brute_force_on_the_rounded_keys():
+def test_float16_keys_halve_memory_and_rank_like_brute_force_on_the_rounded_keys(exact_path):
     keys, queries = clustered(500, seed=0), clustered(40, seed=1)
     index = NeighborIndex("exact", key_dtype="float16").build(torch.from_numpy(keys))
     assert index.keys.dtype == torch.float16
@@ -397,8 +397,11 @@ def _check_exact_search_is_brute_force(seed, n, d, distinct, log_scale, offset, 
     np.testing.assert_allclose(dist.numpy()[plain], bd[plain], rtol=1e-5, atol=1e-30)
 
 
-@pytest.mark.parametrize("k", [1, 10, 40])  # 40: more candidates (57) than the filter's 32 lanes
-def test_compiled_exact_search_equals_torch_operators(k, monkeypatch):
+# k = 40: more candidates (57) than the filter's 32 lanes; float16 keys: widened block by block
+@pytest.mark.parametrize(
+    ("k", "key_dtype"), [(1, "float32"), (10, "float32"), (40, "float32"), (10, "float16")]
+)
+def test_compiled_exact_search_equals_torch_operators(k, key_dtype, monkeypatch):
     # Several key blocks of the compiled filter (2048 keys each), the queries' own keys among them
     # and in no block at all (-1), clustered keys: the same ids, distances to float64 rounding.
     rng = np.random.default_rng(3)
@@ -407,7 +410,7 @@ def test_compiled_exact_search_equals_torch_operators(k, monkeypatch):
         [keys[rng.integers(0, 5000, 300)] + 0.01, torch.from_numpy(clustered(200, d=24, seed=5))]
     )
     own = torch.from_numpy(rng.integers(-1, 5000, 500))
-    index = NeighborIndex("exact").build(keys)
+    index = NeighborIndex("exact", key_dtype=key_dtype).build(keys)
     monkeypatch.setattr("sksemiparam._index._COMPILED_MIN_PAIRS", 0)
     calls = []
     original = NeighborIndex._exact_compiled
@@ -458,10 +461,10 @@ def test_compiled_query_blocks_on_threads_give_the_same_answer_and_leave_torch_t
     assert torch.equal(threaded[0], inline[0])
 
 
-def test_compiled_exact_search_only_for_float32_cpu_keys():
+def test_compiled_exact_search_for_cpu_keys_only_when_switched_on():
     keys = torch.from_numpy(clustered(100))
     assert NeighborIndex("exact").build(keys)._compiled_kernels() is not None
-    assert NeighborIndex("exact", key_dtype="float16").build(keys)._compiled_kernels() is None
+    assert NeighborIndex("exact", key_dtype="float16").build(keys)._compiled_kernels() is not None
     with _compiled_path(False):
         assert NeighborIndex("exact").build(keys)._compiled_kernels() is None
 
