@@ -35,20 +35,21 @@ __all__ = ["AUTO_THRESHOLD", "INDEX_PARAMS", "NeighborIndex", "index_from_params
 
 # Exact search below this many stored keys, approximate above. Measured by `python -m benchmarks index`
 # (d = 32, clustered keys, 10k queries, 2 CPU cores): the approximate backend answers queries faster
-# from ~3e3 keys on, but building its graph costs as much as 10k exact queries up to ~2e5 keys, its
-# recall is < 1, and numba compiles for 30-100 s in every new process. An estimator builds its index
-# once per fit and queries it at every predict, so exact search stays cheaper until a few 1e5 keys.
+# from ~3e3 keys on, but building its graph costs more than 10k exact queries at every size measured
+# (1e3-2e5 keys), its recall is < 1, and numba compiles for 30-100 s in every new process. An
+# estimator builds its index once per fit and queries it at every predict.
 AUTO_THRESHOLD = 300_000
-# `python -m benchmarks index-scale` (d = 64, idle machine): from 3e5 to 1e6 keys a pynndescent build
-# cost 1.1-2x of 10k exact queries and its queries were 8-32x faster (recall@10 0.986-0.976); below
-# 3e5 its build cost 0.15-0.8x of 10k exact queries, but numba's 25 s per process outweigh that
-# for a model fitted once. No threshold suits every use (docs/neighbor-index.md).
+# `python -m benchmarks index-scale` (d = 64, 2026-12-02): exact search is the faster fit (a build
+# + 10k queries) at every size to 1e6 keys, pynndescent the faster predict from 3e3 keys (1.2-1.8x
+# below 3e5, 4.5x at 1e6); from 1e5 to 1e6 a graph's build costs what 80k-100k exact queries lose
+# to it. No threshold on the number of keys suits every use (docs/neighbor-index.md); 3e5 is where
+# a predict on a quarter as many queries as stored keys breaks even.
 #
 # "auto" never picks faiss, installed or not. Its HNSW build is multi-threaded and not reproducible, so
 # installing an optional extra would make refits with the same seed differ; and index-scale did not
-# show it clearly faster where it could take over (1e4-3e5 keys: build + 10k queries 0.56-0.82x of
-# exact's queries in one run, 1.35x at 1e5 in a repeat), while its recall with the defaults fell to
-# 0.90 at 1e6 keys where pynndescent's held 0.976. It stays one argument away: method="faiss".
+# show it faster where it could take over (1e4-3e5 keys: its build alone took longer than 10k exact
+# queries in the run of 2026-12-02), while its recall with the defaults fell to 0.90 at 1e6 keys
+# where pynndescent's held 0.976. It stays one argument away: method="faiss".
 
 # Exact search works on blocks of this many queries x _EXACT_KEY_BLOCK keys (64 MiB of float32
 # distances), merging the running top-k across key blocks, so its cost stays linear in N.
