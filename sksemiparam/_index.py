@@ -731,15 +731,25 @@ def _map_compiled(fn, starts):
     n_threads = torch.get_num_threads()
     if n_threads < 2 or len(starts) < 2:
         return list(map(fn, starts))
+    import threading
     from concurrent.futures import ThreadPoolExecutor
 
+    inherited = []
+
+    def single_threaded():
+        inherited.append(torch.get_num_threads())  # a new thread starts from the process-wide count
+        torch.set_num_threads(1)  # this thread's OpenMP setting, and torch's process-wide count
+
     try:
-        # torch.set_num_threads acts on the calling thread's OpenMP setting: the workers' own.
-        with ThreadPoolExecutor(
-            min(n_threads, len(starts)), initializer=torch.set_num_threads, initargs=(1,)
-        ) as pool:
+        with ThreadPoolExecutor(min(n_threads, len(starts)), initializer=single_threaded) as pool:
             return list(pool.map(fn, starts))
     finally:
+        # Threads started later begin from the process-wide count: give it back from a thread of its
+        # own (setting it here would set the caller's OpenMP count too), then check the caller's.
+        if inherited:
+            restore = threading.Thread(target=torch.set_num_threads, args=(inherited[0],))
+            restore.start()
+            restore.join()
         if torch.get_num_threads() != n_threads:  # a build whose thread count is process-wide
             torch.set_num_threads(n_threads)
 

@@ -5,6 +5,7 @@ import pickle
 import re
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -431,7 +432,7 @@ def test_compiled_exact_search_equals_torch_operators(k, key_dtype, monkeypatch)
 
 def test_compiled_query_blocks_on_threads_give_the_same_answer_and_leave_torch_threads(monkeypatch):
     # Several query blocks run side by side, one torch thread each: the same answer as in line, and
-    # the caller's torch thread count afterwards what it was.
+    # the caller's torch thread count afterwards what it was, and that of threads started later.
     keys = torch.from_numpy(clustered(3000, d=16, seed=6))
     queries = torch.from_numpy(clustered(230, d=16, seed=7))
     own = torch.from_numpy(np.random.default_rng(8).integers(-1, 3000, 230))
@@ -447,10 +448,19 @@ def test_compiled_query_blocks_on_threads_give_the_same_answer_and_leave_torch_t
         return original(self, *args)
 
     monkeypatch.setattr(NeighborIndex, "_exact_compiled", spy)
+
+    def in_a_new_thread():
+        seen = []
+        thread = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+        thread.start()
+        thread.join()
+        return seen[0]
+
     torch.set_num_threads(2)
     try:
         threaded = index.query(queries, 7, exclude=own)
         assert torch.get_num_threads() == 2
+        assert in_a_new_thread() == 2
         assert worker_threads == [1] * 5  # five blocks, each on a one-thread worker
         torch.set_num_threads(1)
         inline = index.query(queries, 7, exclude=own)
