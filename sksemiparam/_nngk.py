@@ -49,8 +49,8 @@ class NNGKClassifier(KernelVoteClassifierBase):
         stored rows): m stored rows at random for each mini-batch and a dense vote over all of
         them, without search (ModernNCA's stochastic neighbour sampling, not the paper's
         procedure). The batch's own stored rows are among them (each row's own centre left out of
-        its vote) and m minus those more are drawn (none when the batch holds m stored rows or
-        more); all are embedded in the batch's forward pass, so gradients reach both the query and
+        its vote) and m minus those more are drawn (a batch holding more than m stored rows votes
+        over m of them); all are embedded in the batch's forward pass, so gradients reach both the query and
         the candidate embeddings. None (the paper's procedure): each row's
         ``n_neighbors`` nearest centres, searched among all centres as of the last refresh
         (constants between refreshes).

@@ -184,8 +184,8 @@ def test_sampled_candidates_vote_over_drawn_rows_with_gradients_through_both(can
     # ModernNCA's stochastic neighbour sampling: each step votes densely over m stored rows (eq. 7
     # with importance weights), the row's own centre left out; gradients reach the embedding through
     # the query and through the candidates. No search. The batch's rows are stored rows drawn at
-    # random, so they are candidates: m - 20 more are drawn (m = 50), none when m <= 20 (7; 0.05 of
-    # 200 rows = 10), and a drawn row that is in the batch votes once.
+    # random, so they are candidates: m - 20 more are drawn (m = 50), and a drawn row that is in the
+    # batch votes once; with m < 20 (7; 0.05 of 200 rows = 10) the vote is over the batch's first m.
     X_train, _, y_train, _ = digits
     X, y = X_train[:200], y_train[:200]
     searches = _spy_queries(monkeypatch)
@@ -205,7 +205,7 @@ def test_sampled_candidates_vote_over_drawn_rows_with_gradients_through_both(can
     m = candidates if isinstance(candidates, int) else round(candidates * 200)
     extra = torch.randperm(200, generator=clf._generator)[: max(m - 20, 0)]
     extra = extra[~torch.isin(extra, ids)]
-    drawn = torch.cat([ids, extra])
+    drawn = torch.cat([ids, extra])[:m]
     if m - 20 > 0:
         assert 0 < extra.numel() <= m - 20
     z, c_extra = module(Xb), module(clf.memory_.X[extra].double())
@@ -220,13 +220,14 @@ def test_sampled_candidates_vote_over_drawn_rows_with_gradients_through_both(can
         )
         return -torch.log(p[torch.arange(20), target]).mean()
 
-    expected = by_hand(torch.cat([z, c_extra]))
+    candidates_z = torch.cat([z, c_extra])[:m]
+    expected = by_hand(candidates_z)
     torch.testing.assert_close(loss, expected, rtol=1e-10, atol=1e-12)
     params = list(module.embedding.parameters())
     for g, e, d in zip(
         grads,
         torch.autograd.grad(expected, params, retain_graph=True),
-        torch.autograd.grad(by_hand(torch.cat([z, c_extra]).detach()), params),
+        torch.autograd.grad(by_hand(candidates_z.detach()), params),
     ):
         torch.testing.assert_close(g, e, rtol=1e-8, atol=1e-12)
         assert not torch.allclose(g, d, rtol=1e-6, atol=0)
