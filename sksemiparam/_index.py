@@ -433,11 +433,10 @@ class NeighborIndex:
         return d.to(queries.dtype), i
 
     def _compiled_kernels(self):
-        """``_cpu_kernels`` for keys in CPU memory, else None (torch's operators: CUDA)."""
+        """``_cpu_kernels`` for keys in CPU memory (float32 or float16), else None (torch's
+        operators: CUDA)."""
         keys = self.keys
-        if not _USE_COMPILED or keys.device.type != "cpu" or keys.dtype not in (torch.float32, torch.float16):
-            return None
-        if not keys.is_contiguous():
+        if not (_USE_COMPILED and keys.device.type == "cpu" and keys.is_contiguous()):
             return None
         from . import _cpu_kernels  # lazy: numba's import and first compile cost a few seconds
 

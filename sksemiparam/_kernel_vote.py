@@ -282,15 +282,13 @@ class KernelVoteClassifierBase(RetrievalMixin, TorchClassifierBase):
         stored = own >= 0
         n_own = int(stored.sum())
         n_extra = m - n_own
-        if n_extra < 0:
-            positions = stored.nonzero()[:m, 0]
-            own = own.to(self.memory_.y.device)
-            z = self.module_(X)
-            return z, z[positions.to(z.device)], own[positions.to(own.device)]
         own = own.to(self.memory_.y.device)
-        if n_extra == 0:
+        if n_extra <= 0:
             z = self.module_(X)
-            return z, z, own
+            if n_extra == 0:
+                return z, z, own
+            positions = stored.nonzero()[:m, 0]  # (host-side: no sync)
+            return z, z[positions.to(z.device)], own[positions.to(own.device)]
         n_stored = len(self.memory_)
         extra = self._draw_candidates(n_extra, n_stored).to(own.device)
         in_batch = torch.zeros(n_stored + 1, dtype=torch.bool, device=own.device)

@@ -50,8 +50,8 @@ class NNGKClassifier(KernelVoteClassifierBase):
         them, without search (ModernNCA's stochastic neighbour sampling, not the paper's
         procedure). The batch's own stored rows are among them (each row's own centre left out of
         its vote) and m minus those more are drawn (a batch holding more than m stored rows votes
-        over m of them); all are embedded in the batch's forward pass, so gradients reach both the query and
-        the candidate embeddings. None (the paper's procedure): each row's
+        over m of them); all are embedded in the batch's forward pass, so gradients reach both the
+        query and the candidate embeddings. None (the paper's procedure): each row's
         ``n_neighbors`` nearest centres, searched among all centres as of the last refresh
         (constants between refreshes).
         Prediction is the same in both modes: the ``n_neighbors`` nearest of all centres. The
