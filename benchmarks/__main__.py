@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import ast
 import importlib
+import inspect
 import json
 import sys
 import time
@@ -66,7 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"benchmark {name} (quick={args.quick}, data_dir={data_dir})", flush=True)
     env = environment(args.quick)  # before the run: its date and load average are the start's
     start = time.perf_counter()
-    outcome = module.run(quick=args.quick, data_dir=data_dir)
+    # A benchmark whose run takes ``out`` keeps its own files there (e.g. finished folds to resume from).
+    extra = {"out": str(out)} if "out" in inspect.signature(module.run).parameters else {}
+    outcome = module.run(quick=args.quick, data_dir=data_dir, **extra)
     elapsed = time.perf_counter() - start
 
     env["total_seconds"] = round(elapsed, 2)
