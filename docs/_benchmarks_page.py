@@ -16,6 +16,7 @@ from pathlib import Path
 
 # Benchmarks grouped by the user-guide page that discusses them (by name prefix), in page order.
 SECTIONS = [
+    ("Choosing an estimator: real tables", "choosing", ("tables",)),
     ("SemiparametricClassifier", "semiparametric", ("semiparametric-",)),
     ("MbPAClassifier", "mbpa", ("mbpa-",)),
     ("Meta-Neighborhoods", "meta-neighborhoods", ("meta-neighborhoods-",)),

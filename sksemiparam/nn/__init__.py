@@ -1,6 +1,6 @@
 """Plain torch building blocks shared by the estimators (imports only torch)."""
 
-from .embeddings import ConvEmbedding, MLPEmbedding, make_embedding
+from .embeddings import ConvEmbedding, MLPEmbedding, PeriodicEmbedding, make_embedding
 from .kernels import (
     ScratchPool,
     in_batch_class_estimate,
@@ -20,6 +20,7 @@ __all__ = [
     "MLPEmbedding",
     "MbPANet",
     "MetaNeighborhoodsNet",
+    "PeriodicEmbedding",
     "ScratchPool",
     "SemiparametricNet",
     "adapt_and_predict",

@@ -9,6 +9,83 @@ import torch
 from torch import nn
 
 
+class PeriodicEmbedding(nn.Module):
+    """PLR embeddings of numerical features (Gorishniy, Rubachev & Babenko, NeurIPS 2022).
+
+    Each feature x_j becomes a vector of its own: periodic features
+    v_j = [cos(2 pi c_j1 x_j), ..., cos(2 pi c_jk x_j), sin(2 pi c_j1 x_j), ..., sin(2 pi c_jk x_j)]
+    with trainable frequencies c_j (k per feature, initialised from N(0, ``frequency_scale^2``)
+    truncated at 3 standard deviations), then a linear layer and ReLU ("P", "L", "R"), and the
+    features' vectors are concatenated: (n, in_features) -> (n, in_features * d_embedding). The
+    linear layer is each feature's own (the paper's PLR) or, with ``lite``, one shared by every
+    feature (the "lite" variant ModernNCA and TabM use, far fewer parameters).
+
+    Parameters
+    ----------
+    in_features : int
+    n_frequencies : int, default=48
+        k, the frequencies per feature.
+    frequency_scale : float, default=0.01
+        Standard deviation of the frequencies' initialisation; the paper's most important
+        hyperparameter (too large and the embedding is noise for standardised inputs).
+    d_embedding : int, default=24
+        Size of each feature's vector.
+    lite : bool, default=True
+        One linear layer shared by every feature instead of one per feature.
+    """
+
+    def __init__(
+        self,
+        *,
+        in_features: int,
+        n_frequencies: int = 48,
+        frequency_scale: float = 0.01,
+        d_embedding: int = 24,
+        lite: bool = True,
+    ) -> None:
+        if min(in_features, n_frequencies, d_embedding) < 1:
+            raise ValueError("`in_features`, `n_frequencies` and `d_embedding` must be positive integers")
+        if not frequency_scale > 0:
+            raise ValueError(f"`frequency_scale` must be > 0, got {frequency_scale!r}")
+        super().__init__()
+        self.frequencies = nn.Parameter(torch.empty(in_features, n_frequencies))
+        nn.init.trunc_normal_(
+            self.frequencies, 0.0, frequency_scale, -3 * frequency_scale, 3 * frequency_scale
+        )
+        width = 2 * n_frequencies
+        if lite:
+            self.linear = nn.Linear(width, d_embedding)
+            self.weight = self.bias = None
+        else:  # one (2k, d) map per feature, initialised as nn.Linear initialises its weights
+            self.linear = None
+            bound = 1.0 / math.sqrt(width)
+            self.weight = nn.Parameter(torch.empty(in_features, width, d_embedding).uniform_(-bound, bound))
+            self.bias = nn.Parameter(torch.empty(in_features, d_embedding).uniform_(-bound, bound))
+        self.out_features = in_features * d_embedding
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(n, in_features) -> (n, in_features * d_embedding)."""
+        angles = (2 * math.pi) * x[:, :, None] * self.frequencies  # (n, F, k)
+        periodic = torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1)  # (n, F, 2k)
+        if self.linear is not None:
+            out = self.linear(periodic)
+        else:
+            out = torch.einsum("nfw,fwd->nfd", periodic, self.weight) + self.bias
+        return torch.relu(out).flatten(1)
+
+
+class _BatchNorm1d(nn.BatchNorm1d):
+    """BatchNorm1d that normalises a one-row training batch with its running statistics (a batch
+    of one has no variance: torch raises), e.g. the last mini-batch of an epoch."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and x.shape[0] == 1:
+            return nn.functional.batch_norm(
+                x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps
+            )
+        return super().forward(x)
+
+
 class MLPEmbedding(nn.Module):
     """Dense ReLU network mapping (n, in_features) to (n, embedding_dim).
 
@@ -21,6 +98,13 @@ class MLPEmbedding(nn.Module):
     final_activation : bool
         Apply ReLU to the embedding too (Deep Semiparametric Learning: "ReLU for all non-terminal
         layers"); Meta-Neighborhoods removes it so embeddings can be negative.
+    batch_norm : bool, default=False
+        Batch normalisation between each hidden layer's linear map and its ReLU.
+    dropout : float, default=0.0
+        Dropout after each hidden layer's ReLU.
+    periodic : dict or None, default=None
+        PLR embeddings of the input features first (``PeriodicEmbedding``, these its keyword
+        arguments; ``{}`` for its defaults).
     """
 
     def __init__(
@@ -30,18 +114,31 @@ class MLPEmbedding(nn.Module):
         hidden_layer_sizes: Sequence[int] = (32,),
         embedding_dim: int = 32,
         final_activation: bool = True,
+        batch_norm: bool = False,
+        dropout: float = 0.0,
+        periodic: dict | None = None,
     ) -> None:
         if in_features < 1 or embedding_dim < 1 or any(h < 1 for h in hidden_layer_sizes):
             raise ValueError("layer sizes must be positive integers")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"`dropout` must be in [0, 1), got {dropout!r}")
         super().__init__()
-        sizes = [in_features, *hidden_layer_sizes, embedding_dim]
         layers: list[nn.Module] = []
+        if periodic is not None:
+            layers.append(PeriodicEmbedding(in_features=in_features, **periodic))
+            in_features = layers[0].out_features
+        sizes = [in_features, *hidden_layer_sizes, embedding_dim]
         # NOTE[paper]: Deep Semiparametric Learning, Appendix B: "ReLU nonlinearities for all
         # non-terminal layers"; the embedding is not the model's last layer, so it gets one too.
         for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
             layers.append(nn.Linear(a, b))
-            if i < len(sizes) - 2 or final_activation:
+            hidden = i < len(sizes) - 2
+            if hidden and batch_norm:
+                layers.append(_BatchNorm1d(b))
+            if hidden or final_activation:
                 layers.append(nn.ReLU())
+            if hidden and dropout > 0:
+                layers.append(nn.Dropout(dropout))
         self.layers = nn.Sequential(*layers)
         self.out_features = embedding_dim
 

@@ -1,8 +1,10 @@
+import math
+
 import pytest
 import torch
 from torch import nn
 
-from sksemiparam.nn import ConvEmbedding, MLPEmbedding, make_embedding
+from sksemiparam.nn import ConvEmbedding, MLPEmbedding, PeriodicEmbedding, make_embedding
 
 
 def test_mlp_embedding_shapes_and_final_activation():
@@ -55,3 +57,55 @@ def test_make_embedding_accepts_a_factory():
         image_shape=None,
     )
     assert net(torch.randn(3, 4)).shape == (3, 6)
+
+
+def test_periodic_embedding_is_plr_on_a_hand_example():
+    # One feature x = 0.25, frequencies 1 and 0.5: periodic features [cos(pi/2), cos(pi/4),
+    # sin(pi/2), sin(pi/4)] = [0, r, 1, r] with r = sqrt(2)/2; a linear map to 2 then ReLU.
+    plr = PeriodicEmbedding(in_features=1, n_frequencies=2, d_embedding=2)
+    r = math.sqrt(2) / 2
+    with torch.no_grad():
+        plr.frequencies.copy_(torch.tensor([[1.0, 0.5]]))
+        plr.linear.weight.copy_(torch.tensor([[1.0, 1.0, 1.0, 1.0], [-1.0, 0.0, 0.0, 0.0]]))
+        plr.linear.bias.copy_(torch.tensor([0.0, -0.5]))
+    out = plr(torch.tensor([[0.25]]))
+    torch.testing.assert_close(out, torch.tensor([[2 * r + 1, 0.0]]))  # relu(-0 - 0.5) = 0
+
+
+def test_periodic_embedding_per_feature_maps_and_shapes():
+    torch.manual_seed(0)
+    lite = PeriodicEmbedding(in_features=3, n_frequencies=4, d_embedding=5)
+    full = PeriodicEmbedding(in_features=3, n_frequencies=4, d_embedding=5, lite=False)
+    x = torch.randn(6, 3)
+    assert lite(x).shape == full(x).shape == (6, 15)
+    assert lite.out_features == 15
+    # Without ``lite`` each feature has its own map: feature 1's block uses weight[1] only.
+    with torch.no_grad():
+        full.weight[0].zero_()
+        full.bias[0].fill_(-1.0)
+    assert torch.all(full(x)[:, :5] == 0)
+    # Frequencies start from N(0, scale^2), truncated at 3 scales.
+    wide = PeriodicEmbedding(in_features=50, n_frequencies=100, frequency_scale=0.1)
+    assert wide.frequencies.abs().max() <= 0.3
+    assert 0.07 < float(wide.frequencies.detach().std()) < 0.11
+    with pytest.raises(ValueError, match="frequency_scale"):
+        PeriodicEmbedding(in_features=2, frequency_scale=0.0)
+
+
+def test_mlp_embedding_batch_norm_dropout_and_plr():
+    torch.manual_seed(0)
+    net = MLPEmbedding(
+        in_features=4, hidden_layer_sizes=(8,), embedding_dim=3, batch_norm=True, dropout=0.5, periodic={}
+    )
+    kinds = [type(m).__name__ for m in net.layers]
+    assert kinds == ["PeriodicEmbedding", "Linear", "_BatchNorm1d", "ReLU", "Dropout", "Linear", "ReLU"]
+    assert net.layers[1].in_features == 4 * 24  # rtdl's 24 dimensions per feature
+    net.train()
+    assert net(torch.randn(5, 4)).shape == (5, 3)
+    # A one-row training batch (an epoch's last) is normalised with the running statistics.
+    assert torch.isfinite(net(torch.randn(1, 4))).all()
+    net.eval()
+    x = torch.randn(5, 4)
+    torch.testing.assert_close(net(x), net(x))  # no dropout in eval mode
+    with pytest.raises(ValueError, match="dropout"):
+        MLPEmbedding(in_features=4, dropout=1.0)
