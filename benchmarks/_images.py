@@ -49,3 +49,46 @@ def nngk_classifier(dataset: str, **params):
     from sksemiparam import NNGKClassifier
 
     return NNGKClassifier(**EMBEDDINGS[dataset], **params)
+
+
+def plot_shots(summary, path, *, datasets, shots, methods, xlabel, ylabel, titles, suptitle, log=False):
+    """Accuracy against shots, one panel per data set: ``summary["<dataset>.shots<k>.<method>"]``
+    (mean, with ``_std``) for each method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(datasets), figsize=(4.5 * len(datasets), 3.8), constrained_layout=True)
+    for ax, dataset, title in zip(axes, datasets, titles):
+        for method in methods:
+            mean = np.array([summary[f"{dataset}.shots{k}.{method}"] for k in shots])
+            std = np.array([summary[f"{dataset}.shots{k}.{method}_std"] for k in shots])
+            ax.errorbar(shots, mean, yerr=std, marker="o", capsize=3, label=method)
+        if log:
+            ax.set_xscale("log")
+        ax.set_xticks(shots)
+        ax.set_xticklabels([str(k) for k in shots])
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        ax.legend(fontsize=8)
+    fig.suptitle(suptitle)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def shot_means(rows, *, datasets, shots, methods) -> dict[str, float]:
+    """``<dataset>.shots<k>.<method>``: the mean of the rows' ``accuracy`` over seeds, with ``_std``."""
+    summary = {}
+    for dataset in datasets:
+        for k in shots:
+            for method in methods:
+                acc = [
+                    r["accuracy"]
+                    for r in rows
+                    if (r["dataset"], r["shots"], r["method"]) == (dataset, k, method)
+                ]
+                summary[f"{dataset}.shots{k}.{method}"] = round(float(np.mean(acc)), 4)
+                summary[f"{dataset}.shots{k}.{method}_std"] = round(float(np.std(acc)), 4)
+    return summary

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from ._images import load_images, nngk_classifier, softmax_classifier
+from ._images import load_images, nngk_classifier, plot_shots, shot_means, softmax_classifier
 
 DATASETS = ("mnist", "fashion", "cifar")
 SHOTS = (1, 3, 6, 10, 30)
@@ -101,17 +101,7 @@ def run(quick: bool, data_dir: str | None) -> dict[str, Any]:
                     + "  ".join(f"{r['method']} {r['accuracy']:.3f}" for r in rows[-len(METHODS) :]),
                     flush=True,
                 )
-    summary: dict[str, Any] = {}
-    for dataset in DATASETS:
-        for shots in SHOTS:
-            for method in METHODS:
-                acc = [
-                    r["accuracy"]
-                    for r in rows
-                    if (r["dataset"], r["shots"], r["method"]) == (dataset, shots, method)
-                ]
-                summary[f"{dataset}.shots{shots}.{method}"] = round(float(np.mean(acc)), 4)
-                summary[f"{dataset}.shots{shots}.{method}_std"] = round(float(np.std(acc)), 4)
+    summary: dict[str, Any] = shot_means(rows, datasets=DATASETS, shots=SHOTS, methods=METHODS)
     summary["seeds"] = seeds
     summary["steps"] = STEPS
     return {"results": rows, "summary": summary}
@@ -119,25 +109,16 @@ def run(quick: bool, data_dir: str | None) -> dict[str, Any]:
 
 def plot(report: dict[str, Any], path: str) -> None:
     """Accuracy against examples per class, one panel per data set (mean +- std over seeds)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     s = report["summary"]
-    fig, axes = plt.subplots(1, len(DATASETS), figsize=(4.5 * len(DATASETS), 3.8), constrained_layout=True)
-    for ax, dataset in zip(axes, DATASETS):
-        for method in METHODS:
-            mean = np.array([s[f"{dataset}.shots{n}.{method}"] for n in SHOTS])
-            std = np.array([s[f"{dataset}.shots{n}.{method}_std"] for n in SHOTS])
-            ax.errorbar(SHOTS, mean, yerr=std, marker="o", capsize=3, label=method)
-        ax.set_xscale("log")
-        ax.set_xticks(SHOTS)
-        ax.set_xticklabels([str(n) for n in SHOTS])
-        ax.set_xlabel("training examples per class")
-        ax.set_ylabel("test accuracy")
-        ax.set_title(dataset)
-        ax.legend(fontsize=8)
-    fig.suptitle(f"Few-shot: NNGK vs softmax vs 1-NN on pixels ({s['seeds']} seeds, {s['steps']} steps)")
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    plot_shots(
+        s,
+        path,
+        datasets=DATASETS,
+        shots=SHOTS,
+        methods=METHODS,
+        xlabel="training examples per class",
+        ylabel="test accuracy",
+        titles=DATASETS,
+        suptitle=f"Few-shot: NNGK vs softmax vs 1-NN on pixels ({s['seeds']} seeds, {s['steps']} steps)",
+        log=True,
+    )
