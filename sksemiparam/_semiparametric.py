@@ -68,6 +68,12 @@ class SemiparametricClassifier(
         been trained on as soon as stored examples of it are retrieved (new classes arriving
         through ``partial_fit``). ``None``: the paper's model, where the head must learn how to use
         each class's estimate. See the ``semiparametric-domain`` benchmark.
+    estimate_input : {"proba", "log_proba"}, default="proba"
+        ``"semiparametric"`` mode only. What the head (and ``neighbor_skip``) see of the neighbour
+        estimate c': the class probabilities themselves (the paper's), or ``"log_proba"``,
+        log(c' + 1e-4). With ``neighbor_skip=1.0`` the latter makes the output
+        softmax(head + log c'), proportional to c' exp(head): it starts as the nonparametric
+        estimate, which the head then corrects. See the ``semiparametric-early`` benchmark.
     .. shared:: index index_params max_epochs
     batch_size : int, default=100
         Mini-batch size (the paper: 100 on MNIST, 1000 on CIFAR). It is also the neighbourhood size
@@ -134,6 +140,7 @@ class SemiparametricClassifier(
         "tau": [Interval(Real, 0, None, closed="neither")],
         "head_layer_sizes": ["array-like"],
         "neighbor_skip": [Interval(Real, 0, None, closed="left"), None],
+        "estimate_input": [StrOptions({"proba", "log_proba"})],
     }
 
     def __init__(
@@ -148,6 +155,7 @@ class SemiparametricClassifier(
         image_shape=None,
         head_layer_sizes=(),
         neighbor_skip=None,
+        estimate_input="proba",
         index="auto",
         index_params=None,
         max_epochs=100,
@@ -192,6 +200,7 @@ class SemiparametricClassifier(
         self.n_neighbors = n_neighbors
         self.head_layer_sizes = head_layer_sizes
         self.neighbor_skip = neighbor_skip
+        self.estimate_input = estimate_input
         self.index = index
         self.index_params = index_params
 
@@ -212,6 +221,7 @@ class SemiparametricClassifier(
             tau=self.tau,
             head_layer_sizes=tuple(self.head_layer_sizes),
             neighbor_skip=self.neighbor_skip,
+            estimate_input=self.estimate_input,
         )
 
     def _loss(self, X, y, ids):

@@ -266,6 +266,35 @@ def test_neighbor_skip_adds_the_scaled_estimate_to_the_logits():
     )  # no estimate to skip
 
 
+def test_log_proba_estimate_input_with_skip_starts_as_the_estimate():
+    # softmax(head([v, log(c' + 1e-4)]) + log(c' + 1e-4)): with the head at zero the output is the
+    # neighbour estimate, floored and renormalised: (c' + 1e-4) / (1 + 4e-4) on a hand example.
+    from sksemiparam.nn import SemiparametricNet
+
+    net = SemiparametricNet(
+        embedding=torch.nn.Identity(),
+        embedding_dim=2,
+        n_classes=4,
+        neighbor_skip=1.0,
+        estimate_input="log_proba",
+    ).double()
+    torch.nn.init.zeros_(net.head[0].weight)
+    torch.nn.init.zeros_(net.head[0].bias)
+    est = torch.tensor([[0.5, 0.5, 0.0, 0.0], [0.1, 0.2, 0.3, 0.4]], dtype=torch.float64)
+    out = net.output(torch.ones(2, 2, dtype=torch.float64), est)
+    torch.testing.assert_close(out.exp(), (est + 1e-4) / (1 + 4e-4))
+    # The head sees log(c' + 1e-4) too: a unit weight from class 2's input to its logit adds it again.
+    with torch.no_grad():
+        net.head[0].weight[2, 2 + 2] = 1.0  # (inputs: v's 2 columns, then c')
+    log_c = torch.log(est + 1e-4)
+    head_logits = torch.zeros_like(log_c)
+    head_logits[:, 2] = log_c[:, 2]
+    expected = torch.log_softmax(head_logits + log_c, 1)
+    torch.testing.assert_close(net.output(torch.ones(2, 2, dtype=torch.float64), est), expected)
+    with pytest.raises(ValueError, match="estimate_input"):
+        SemiparametricNet(embedding=torch.nn.Identity(), embedding_dim=2, n_classes=4, estimate_input="log")
+
+
 def test_neighbor_skip_predicts_a_class_from_stored_examples_alone(digits):
     # Classes 5-9 declared but never trained on: with the skip, a few stored examples of them are
     # enough to predict them; without it the head has no way to map their estimate to their logits.

@@ -11,8 +11,13 @@ from .kernels import ScratchPool, in_batch_class_estimate, soft_neighbor_class_e
 
 MODES = ("semiparametric", "parametric", "nonparametric")
 
+ESTIMATE_INPUTS = ("proba", "log_proba")
+
 # log(p) of a class no neighbour votes for, in the nonparametric mode (p clamped to this).
 _MIN_PROBA = 1e-12
+# ``estimate_input="log_proba"``: the head sees log(c' + this), finite for a class no neighbour
+# votes for and within ~9.2 of 0 (a linear head's inputs stay on the embedding's scale).
+LOG_ESTIMATE_FLOOR = 1e-4
 
 
 def resolvable_sq_distances(
@@ -48,7 +53,14 @@ class SemiparametricNet(nn.Module):
     neighbor_skip : float or None
         ``"semiparametric"`` mode: add ``s * c'`` to the head's logits, with ``s`` a learnable
         scalar starting at this value (not in the paper; None: the paper's model).
+    estimate_input : {"proba", "log_proba"}
+        ``"semiparametric"`` mode: what the head (and the skip) see of the estimate: c' itself (the
+        paper's), or log(c' + ``LOG_ESTIMATE_FLOOR``). With ``"log_proba"`` and ``neighbor_skip=1``
+        the output is softmax(head + log c'), proportional to c' exp(head): the nonparametric
+        estimate corrected by the head, which starts as the estimate itself.
     """
+
+    estimate_input = "proba"  # (models pickled before the option was added)
 
     def __init__(
         self,
@@ -60,9 +72,12 @@ class SemiparametricNet(nn.Module):
         tau: float = 2.0,
         head_layer_sizes: Sequence[int] = (),
         neighbor_skip: float | None = None,
+        estimate_input: str = "proba",
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"`mode` must be one of {MODES}, got {mode!r}")
+        if estimate_input not in ESTIMATE_INPUTS:
+            raise ValueError(f"`estimate_input` must be one of {ESTIMATE_INPUTS}, got {estimate_input!r}")
         if n_classes < 2:
             raise ValueError(f"`n_classes` must be >= 2, got {n_classes}")
         super().__init__()
@@ -70,6 +85,7 @@ class SemiparametricNet(nn.Module):
         self.n_classes = n_classes
         self.mode = mode
         self.tau = float(tau)
+        self.estimate_input = estimate_input
         self._scratch = ScratchPool()  # (B, B) buffers of the in-batch estimate, reused every step
         if mode == "nonparametric":
             self.head = None
@@ -125,8 +141,11 @@ class SemiparametricNet(nn.Module):
             # NOTE[paper]: the nonparametric baseline "outputs the results of the nearest-neighbor
             # step"; trained with cross-entropy on that estimate, clamped so log(0) stays finite.
             return torch.log(estimate.clamp_min(_MIN_PROBA))
-        features = v if self.mode == "parametric" else torch.cat([v, estimate], dim=1)
-        logits = self.head(features)
+        if self.mode == "parametric":
+            return torch.log_softmax(self.head(v), dim=1)
+        if self.estimate_input == "log_proba":
+            estimate = torch.log(estimate + LOG_ESTIMATE_FLOOR)
+        logits = self.head(torch.cat([v, estimate], dim=1))
         if self.neighbor_skip is not None:
             logits = logits + self.neighbor_skip * estimate
         return torch.log_softmax(logits, dim=1)
