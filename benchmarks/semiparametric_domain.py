@@ -121,7 +121,8 @@ def _task(
     parameters, ``mode`` included.
     """
     if variants is None:
-        variants = {mode: {"mode": mode} for mode in MODES}
+        # The paper's models: no skip (the estimator's default adds one).
+        variants = {mode: {"mode": mode, "neighbor_skip": None} for mode in MODES}
     import warnings
 
     from sklearn.exceptions import ConvergenceWarning

@@ -15,7 +15,7 @@ from typing import Any
 from .semiparametric_domain import SEEDS, _summary, _task
 
 VARIANTS = {
-    "semiparametric": {"mode": "semiparametric"},
+    "semiparametric": {"mode": "semiparametric", "neighbor_skip": None},
     "semiparametric+skip": {"mode": "semiparametric", "neighbor_skip": 10.0},
 }
 N_JOBS = 2

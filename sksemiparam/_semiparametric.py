@@ -61,13 +61,17 @@ class SemiparametricClassifier(
     head_layer_sizes : tuple of int, default=()
         Hidden widths of the classifier head. ``()`` is a single linear layer (the paper's MNIST
         head); the paper's CIFAR head is ``(128, 128)``.
-    neighbor_skip : float or None, default=None
+    neighbor_skip : float or None, default=1.0
         ``"semiparametric"`` mode only; not in the paper. A float adds ``s * c'`` to the head's
         logits, with ``s`` a learnable scalar starting at this value: the neighbour estimate of
-        class a feeds class a's logit directly, so the model can predict a class its head has never
-        been trained on as soon as stored examples of it are retrieved (new classes arriving
-        through ``partial_fit``). ``None``: the paper's model, where the head must learn how to use
-        each class's estimate. See the ``semiparametric-domain`` benchmark.
+        class a feeds class a's logit directly. The model then learns as fast as the nonparametric
+        one at first and ends at least as well as the parametric one (``semiparametric-subset``,
+        5 seeds, 1000 images: test accuracy after one epoch 0.72 on MNIST and 0.70 on
+        Fashion-MNIST where the paper's model is at 0.30 and 0.25; after 30 epochs 0.886 and 0.791,
+        the paper's 0.883 and 0.786), and it can predict a class its head has never been trained
+        on as soon as stored examples of it are retrieved (new classes arriving through
+        ``partial_fit``; see ``semiparametric-domain-skip``). ``None``: the paper's model, where the
+        head must learn how to use each class's estimate from random weights.
     estimate_input : {"proba", "log_proba"}, default="proba"
         ``"semiparametric"`` mode only. What the head (and ``neighbor_skip``) see of the neighbour
         estimate c': the class probabilities themselves (the paper's), or ``"log_proba"``,
@@ -154,7 +158,7 @@ class SemiparametricClassifier(
         embedding_dim=32,
         image_shape=None,
         head_layer_sizes=(),
-        neighbor_skip=None,
+        neighbor_skip=1.0,
         estimate_input="proba",
         index="auto",
         index_params=None,
