@@ -77,7 +77,7 @@ class SemiparametricClassifier(
         estimate c': the class probabilities themselves (the paper's), or ``"log_proba"``,
         log(c' + 1e-4). With ``neighbor_skip=1.0`` the latter makes the output
         softmax(head + log c'), proportional to c' exp(head): it starts as the nonparametric
-        estimate, which the head then corrects. See the ``semiparametric-early`` benchmark.
+        estimate, which the head then corrects. See the ``semiparametric-subset`` benchmark.
     .. shared:: index index_params max_epochs
     batch_size : int, default=100
         Mini-batch size (the paper: 100 on MNIST, 1000 on CIFAR). It is also the neighbourhood size
