@@ -90,40 +90,69 @@ def _describe(value) -> str:
     return repr(value)
 
 
-def _fingerprint(variant: str) -> str:
-    described = repr([(k, _describe(v)) for k, v in sorted(VARIANTS[variant].items())]).encode()
-    return f"{T.fingerprint('NNGKClassifier')}-{hashlib.sha256(described).hexdigest()[:8]}"
+def _fingerprint(variant: str, estimator: str = "NNGKClassifier", variants=None) -> str:
+    variants = VARIANTS if variants is None else variants
+    described = repr([(k, _describe(v)) for k, v in sorted(variants[variant].items())]).encode()
+    return f"{T.fingerprint(estimator)}-{hashlib.sha256(described).hexdigest()[:8]}"
 
 
-def _model(variant: str, seed: int):
+def _model(estimator: str, params: dict[str, Any], seed: int):
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from sksemiparam import NNGKClassifier
+    import sksemiparam
 
-    return make_pipeline(StandardScaler(), NNGKClassifier(random_state=seed, **VARIANTS[variant]))
+    return make_pipeline(StandardScaler(), getattr(sksemiparam, estimator)(random_state=seed, **params))
 
 
-def run_fold(table: str, variant: str, seed: int, fold: int, data_dir: str | None) -> dict[str, Any]:
-    row = {"table": table, "model": variant, "seed": seed, "fold": fold, "fingerprint": _fingerprint(variant)}
-    row.update(T.fit_and_score(_model(variant, seed), table, seed, fold, data_dir, MAX_ROWS))
+def run_fold(
+    table: str,
+    variant: str,
+    seed: int,
+    fold: int,
+    data_dir: str | None,
+    estimator: str = "NNGKClassifier",
+    variants=None,
+) -> dict[str, Any]:
+    variants = VARIANTS if variants is None else variants
+    row = {
+        "table": table,
+        "model": variant,
+        "seed": seed,
+        "fold": fold,
+        "fingerprint": _fingerprint(variant, estimator, variants),
+    }
+    row.update(
+        T.fit_and_score(_model(estimator, variants[variant], seed), table, seed, fold, data_dir, MAX_ROWS)
+    )
     return row
 
 
 def run(quick: bool, data_dir: str | None, out: str | None = None) -> dict[str, Any]:
+    return run_variants("NNGKClassifier", VARIANTS, "nngk-tables", quick, data_dir, out)
+
+
+def run_variants(
+    estimator: str, variants: dict[str, dict[str, Any]], name: str, quick: bool, data_dir, out
+) -> dict[str, Any]:
+    """Every variant of ``estimator`` (one of ``variants``, with a ``default`` entry) on every
+    classification table; finished folds kept in ``OUT/<name>-cells.jsonl``."""
     tables = (
         QUICK_TABLES if quick else tuple(t for t, (task, _) in T.TABLES.items() if task == "classification")
     )
     seeds = T.SEEDS[:1] if quick else T.SEEDS
-    variants = tuple(VARIANTS)
-    cells_path = Path(out or ".") / ("nngk-tables-cells-quick.jsonl" if quick else "nngk-tables-cells.jsonl")
+    names = tuple(variants)
+    cells_path = Path(out or ".") / (f"{name}-cells-quick.jsonl" if quick else f"{name}-cells.jsonl")
     sizes = {t: T.load_table(t, data_dir, MAX_ROWS)[0].shape[0] for t in tables}
-    wanted = [(t, v, s, f) for t in tables for v in variants for s in seeds for f in range(T.FOLDS)]
-    done = T.run_cells(wanted, cells_path, _fingerprint, partial(run_fold, data_dir=data_dir), sizes)
+    wanted = [(t, v, s, f) for t in tables for v in names for s in seeds for f in range(T.FOLDS)]
+    worker = partial(run_fold, data_dir=data_dir, estimator=estimator, variants=variants)
+    done = T.run_cells(
+        wanted, cells_path, partial(_fingerprint, estimator=estimator, variants=variants), worker, sizes
+    )
     rows = []
     for table in tables:
         X, y, n_full = T.load_table(table, data_dir, MAX_ROWS)
-        for variant in variants:
+        for variant in names:
             folds = [done[table, variant, s, f] for s in seeds for f in range(T.FOLDS)]
             per_seed = [np.mean([r["score"] for r in folds if r["seed"] == s]) for s in seeds]
             rows.append(
@@ -146,7 +175,7 @@ def run(quick: bool, data_dir: str | None, out: str | None = None) -> dict[str, 
                     ),
                 }
             )
-    return {"results": rows, "summary": summarise(rows, tables, variants)}
+    return {"results": rows, "summary": summarise(rows, tables, names)}
 
 
 def summarise(rows, tables, variants) -> dict[str, Any]:
