@@ -38,6 +38,7 @@ ENVIRONMENT_LABELS = {
     "load_average_1min": "load average (1 min)",
     "torch_threads": "torch threads",
     "device": "device",
+    "regenerated_from_cells": "summary regenerated from the cached folds on",
 }
 
 
