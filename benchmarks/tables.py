@@ -39,7 +39,8 @@ over its 3 folds), the spread of the seeds' scores, fit and predict seconds per 
 ``summary``: ``n_tables``; ``score.<table>.<model>`` (with ``_std``); ``wins.<Estimator>.<baseline>``
 (tables where the estimator's mean score is above the baseline's) and ``win_tie_loss`` (a tie: the
 difference is within the larger seed spread of the two); ``rank.<model>`` (average rank over the
-tables a model runs on, 1 = best, among that task's models); ``best_ours_above_HGB`` (tables where the
+tables a model runs on, 1 = best, among that task's models: a baseline's mixes the two tasks) and
+``rank.<task>.<model>`` (over that task's tables only); ``best_ours_above_HGB`` (tables where the
 best of our estimators beats HGB); ``fit_seconds.<table>.<model>``.
 """
 
@@ -394,11 +395,13 @@ def summarise(rows, tables, seeds) -> dict[str, Any]:
         "max_rows": MAX_ROWS,
     }
     ranks: dict[str, list[float]] = {}
+    task_ranks: dict[str, list[float]] = {}
     for table in tables:
         task = TABLES[table][0]
         scores = {m: cell[table, m]["score"] for m in models_for(task)}
         for model, rank in ranks_of(scores).items():
             ranks.setdefault(model, []).append(float(rank))
+            task_ranks.setdefault(f"{task}.{model}", []).append(float(rank))
     for table in tables:
         for model in models_for(TABLES[table][0]):
             summary[f"score.{table}.{model}"] = cell[table, model]["score"]
@@ -413,6 +416,8 @@ def summarise(rows, tables, seeds) -> dict[str, Any]:
                 summary[f"win_tie_loss.{estimator}.{baseline}"] = counts
     for model, values in ranks.items():
         summary[f"rank.{model}"] = round(float(np.mean(values)), 2)
+    for key, values in task_ranks.items():
+        summary[f"rank.{key}"] = round(float(np.mean(values)), 2)
     best_above = 0
     for table in tables:
         ours = [cell[table, m]["score"] for m in OURS[TABLES[table][0]]]
@@ -426,7 +431,7 @@ def summarise(rows, tables, seeds) -> dict[str, Any]:
 
 
 def plot(report: dict[str, Any], path: str) -> None:
-    """Left: each model's average rank. Right: each model's score minus the MLP's, per table."""
+    """Left: each model's average rank, per task. Right: each model's score minus the MLP's, per table."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -435,7 +440,6 @@ def plot(report: dict[str, Any], path: str) -> None:
     s, rows = report["summary"], report["results"]
     names = {r["model"] for r in rows}
     short = {m: m.replace("Classifier", "").replace("Regressor", " (reg.)") for m in names}
-    ranked = sorted((k.split(".", 1)[1] for k in s if k.startswith("rank.")), key=lambda m: s[f"rank.{m}"])
     tables = list(dict.fromkeys(r["table"] for r in rows))
     models = [*BASELINES[1:], *OURS["classification"], *OURS["regression"]]
     grid = np.full((len(tables), len(models)), np.nan)
@@ -443,10 +447,19 @@ def plot(report: dict[str, Any], path: str) -> None:
         if r["model"] in models:
             mlp = next(q["score"] for q in rows if q["table"] == r["table"] and q["model"] == "MLP")
             grid[tables.index(r["table"]), models.index(r["model"])] = r["score"] - mlp
-    fig, (left, right) = plt.subplots(1, 2, figsize=(14, 6), constrained_layout=True)
-    left.barh([short[m] for m in ranked][::-1], [s[f"rank.{m}"] for m in ranked][::-1])
-    left.set_xlabel("average rank over the tables (1 = best)")
-    left.set_title(f"{s['n_tables']} tables, 3-fold CV x {s['seeds']} seed(s), defaults")
+    fig = plt.figure(figsize=(14, 7), constrained_layout=True)
+    grid_spec = fig.add_gridspec(2, 2, height_ratios=(9, 5), width_ratios=(1, 1.3))
+    right = fig.add_subplot(grid_spec[:, 1])
+    for row, task in enumerate(("classification", "regression")):
+        prefix = f"rank.{task}."
+        ranked = sorted((k[len(prefix) :] for k in s if k.startswith(prefix)), key=lambda m: s[prefix + m])
+        if not ranked:
+            continue
+        left = fig.add_subplot(grid_spec[row, 0])
+        left.barh([short[m] for m in ranked][::-1], [s[prefix + m] for m in ranked][::-1])
+        left.set_xlabel(f"average rank over the {s[f'n_{task}']} {task} tables (1 = best)")
+        if row == 0:
+            left.set_title(f"{s['n_tables']} tables, 3-fold CV x {s['seeds']} seed(s), defaults")
     limit = np.nanmax(np.abs(np.clip(grid, -0.2, 0.2))) or 0.1
     image = right.imshow(np.clip(grid, -limit, limit), cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
     right.set_xticks(range(len(models)), [short[m] for m in models], rotation=35, ha="right")
