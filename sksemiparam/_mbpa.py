@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from ._base import TorchClassifierBase
-from ._memory import ExampleMemory, RetrievalMixin, row_identities
+from ._memory import MEMORY_POLICIES, ExampleMemory, RetrievalMixin, row_identities
 from .nn import MbPANet, adapt_and_predict, memory_kernel_weights, memory_vote
 from .nn.mbpa import adaptation_floats
 
@@ -24,13 +24,14 @@ class MbPAClassifier(RetrievalMixin, TorchClassifierBase):
 
     An embedding network f and an output network g (softmax) are trained as an ordinary network.
     After every training step the batch's pairs (f(x), y) are written to an episodic memory of
-    ``memory_size`` entries (oldest dropped first). At prediction, the ``n_neighbors`` entries
-    nearest to q = f(x) are retrieved, weighted by 1 / (epsilon + ||h - q||^2) (normalised), and the
-    parameters theta of g take ``adapt_steps`` gradient steps on the weighted log-likelihood of the
-    neighbours plus the pull-back ``adapt_reg * ||theta - theta_0||^2`` (the paper's eq. 1); the
-    query is predicted with the adapted parameters, which are then discarded. All queries adapt
-    together, without a loop over queries: the steps are written out in closed form, and the first
-    layer of g, whose update lies in the span of the K neighbours' keys, adapts in that span
+    ``memory_size`` entries (by default the oldest dropped first; see ``memory_policy``). At
+    prediction, the ``n_neighbors`` entries nearest to q = f(x) are retrieved, weighted by
+    1 / (epsilon + ||h - q||^2) (normalised), and the parameters theta of g take ``adapt_steps``
+    gradient steps on the weighted log-likelihood of the neighbours plus the pull-back
+    ``adapt_reg * ||theta - theta_0||^2`` (the paper's eq. 1); the query is predicted with the
+    adapted parameters, which are then discarded. All queries adapt together, without a loop over
+    queries: the steps are written out in closed form, and the first layer of g, whose update lies
+    in the span of the K neighbours' keys, adapts in that span
     (``sksemiparam.nn.adapt_and_predict``).
 
     Parameters
@@ -46,6 +47,14 @@ class MbPAClassifier(RetrievalMixin, TorchClassifierBase):
         error.
     memory_size : int or None, default=None
         Capacity of the episodic memory; None keeps every training example.
+    memory_policy : {"fifo", "reservoir", "class_balanced"}, default="fifo"
+        Which examples a full memory keeps. ``"fifo"``: the newest (each new entry replaces the
+        oldest); ``"reservoir"``: a uniform random sample of every example written (reservoir
+        sampling); ``"class_balanced"``: about equal shares of the classes seen, each a uniform
+        sample of its class (class-balancing reservoir sampling, Chrysakis and Moens 2020). On a
+        stream of tasks, FIFO keeps the last task only once the stream outgrows the memory; the
+        two samplers keep examples of every task. Not the paper's (its memory is FIFO or
+        unbounded); draws seeded by ``random_state``.
     adapt_steps : int, default=5
         Gradient steps of the local adaptation; 0 gives the parametric prediction.
     adapt_lr : float, default=0.1
@@ -124,6 +133,7 @@ class MbPAClassifier(RetrievalMixin, TorchClassifierBase):
     _parameter_constraints: dict = {
         "inference": [StrOptions({"adapt", "parametric", "memory", "mixture"})],
         "memory_size": [Interval(Integral, 1, None, closed="left"), None],
+        "memory_policy": [StrOptions(set(MEMORY_POLICIES))],
         "adapt_steps": [Interval(Integral, 0, None, closed="left")],
         "adapt_lr": [Interval(Real, 0, None, closed="left")],
         "adapt_reg": [Interval(Real, 0, None, closed="left")],
@@ -138,6 +148,7 @@ class MbPAClassifier(RetrievalMixin, TorchClassifierBase):
         *,
         n_neighbors="auto",
         memory_size=None,
+        memory_policy="fifo",
         adapt_steps=5,
         adapt_lr=0.1,
         adapt_reg=0.1,
@@ -190,6 +201,7 @@ class MbPAClassifier(RetrievalMixin, TorchClassifierBase):
         self.inference = inference
         self.n_neighbors = n_neighbors
         self.memory_size = memory_size
+        self.memory_policy = memory_policy
         self.adapt_steps = adapt_steps
         self.adapt_lr = adapt_lr
         self.adapt_reg = adapt_reg
@@ -218,7 +230,16 @@ class MbPAClassifier(RetrievalMixin, TorchClassifierBase):
         super()._check_fit_data(X, y, first_pass=first_pass, incremental=incremental)
 
     def _new_memory(self, device):
-        return ExampleMemory(capacity=self.memory_size, store_inputs=False, device=device)
+        if self.memory_policy == "fifo":  # draws nothing (the generator's stream stays as it was)
+            return ExampleMemory(capacity=self.memory_size, store_inputs=False, device=device)
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=self._generator))
+        return ExampleMemory(
+            capacity=self.memory_size,
+            policy=self.memory_policy,
+            random_state=seed,
+            store_inputs=False,
+            device=device,
+        )
 
     def _build_module(self, n_features, n_outputs):
         self.memory_ = self._new_memory(self.device_)

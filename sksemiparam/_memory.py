@@ -4,7 +4,8 @@
 inputs (SemiparametricClassifier, NNGK and the Impostor Network embed them again as the network
 learns) or keys written once (MbPA's embeddings of the moment), all on the estimator's device. It
 recognises an example it already holds, so that ``partial_fit`` over rows seen before adds no copies,
-keeps at most ``capacity`` entries (the oldest written are evicted first), counts what a call would
+keeps at most ``capacity`` entries (by default the oldest written are evicted first; ``policy``
+chooses reservoir or class-balanced sampling instead), counts what a call would
 leave stored (for the "k larger than what is stored" check), and pickles to CPU tensors.
 
 ``RetrievalMixin`` declares the parameters that search such a memory (``n_neighbors`` with its
@@ -14,6 +15,7 @@ leave stored (for the "k larger than what is stored" check), and pickles to CPU 
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from numbers import Integral
 
@@ -24,7 +26,10 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from ._index import index_from_params
 from .persistence import register
 
-__all__ = ["AUTO_NEIGHBORS", "ExampleMemory", "RetrievalMixin", "row_identities"]
+__all__ = ["AUTO_NEIGHBORS", "MEMORY_POLICIES", "ExampleMemory", "RetrievalMixin", "row_identities"]
+
+# What a full memory of ``capacity`` entries does with a new example (see ExampleMemory).
+MEMORY_POLICIES = ("fifo", "reservoir", "class_balanced")
 
 # n_neighbors="auto": this many stored examples per query, or all of them while fewer are stored.
 AUTO_NEIGHBORS = 32
@@ -75,16 +80,26 @@ class ExampleMemory:
 
     Entries are written in batches with their identities (``row_identities``). Writing an identity
     already stored overwrites its entry in place (a key written again in a later epoch replaces the
-    old one); a new identity takes a new slot. With a ``capacity``, storage is a ring: once full,
-    each new entry replaces the oldest written. Storage grows by half when full, so a write costs
-    its own size, not the memory's, and storage stays within 1.5x of the entries. Entry ids (what a
-    ``NeighborIndex`` over the entries returns) are slots: ``X[i]``, ``y[i]`` and ``keys[i]``
-    belong to one example.
+    old one); a new identity takes a new slot. With a ``capacity``, once the memory is full each new
+    example is kept or not by ``policy``: ``"fifo"`` (a ring: it replaces the oldest written),
+    ``"reservoir"`` (Vitter's algorithm R: the n-th new example replaces a random entry with
+    probability capacity / n, so the memory is a uniform sample of every example written) or
+    ``"class_balanced"`` (class-balancing reservoir sampling, Chrysakis and Moens 2020: an example of
+    a class that is not among the largest stored replaces a random entry of a largest class; one of
+    a largest class replaces a random entry of its own class with probability stored / seen of that
+    class, so the memory tends to equal shares of the classes, each a uniform sample of its class).
+    Storage grows by half when full, so a write costs its own size, not the memory's, and storage
+    stays within 1.5x of the entries. Entry ids (what a ``NeighborIndex`` over the entries returns)
+    are slots: ``X[i]``, ``y[i]`` and ``keys[i]`` belong to one example.
 
     Parameters
     ----------
     capacity : int or None, default=None
         Most entries kept; None keeps every example written.
+    policy : {"fifo", "reservoir", "class_balanced"}, default="fifo"
+        Which examples a full memory keeps (above).
+    random_state : int or None, default=None
+        Seeds the draws of ``"reservoir"`` and ``"class_balanced"``.
     store_inputs : bool, default=True
         Keep each example's input row (``X``). MbPA keeps only keys.
     device : torch.device or str, default="cpu"
@@ -100,12 +115,26 @@ class ExampleMemory:
         Stored keys, where written.
     """
 
-    def __init__(self, *, capacity: int | None = None, store_inputs: bool = True, device="cpu") -> None:
+    def __init__(
+        self,
+        *,
+        capacity: int | None = None,
+        policy: str = "fifo",
+        random_state: int | None = None,
+        store_inputs: bool = True,
+        device="cpu",
+    ) -> None:
         if capacity is not None and (
             isinstance(capacity, bool) or not isinstance(capacity, Integral) or capacity < 1
         ):
             raise ValueError(f"`capacity` must be a positive integer or None, got {capacity!r}")
+        if policy not in MEMORY_POLICIES:
+            raise ValueError(f"`policy` must be one of {MEMORY_POLICIES}, got {policy!r}")
         self.capacity = capacity
+        self.policy = policy
+        self._rng = np.random.default_rng(random_state)
+        self._seen = 0  # new examples written, kept or not (the n of reservoir sampling)
+        self._seen_per_class: dict[int, int] = {}
         self.store_inputs = store_inputs
         self.device = torch.device(device)
         self._X: torch.Tensor | None = None
@@ -198,7 +227,8 @@ class ExampleMemory:
             self._put(slots[present], present, X, y, keys)
             out[present] = slots[present]
         absent = np.flatnonzero(slots < 0)
-        if self.capacity is not None and absent.size > self.capacity:
+        if self.capacity is not None and absent.size > self.capacity and self.policy == "fifo":
+            self._count_seen(y[_on(y.device, absent[: -self.capacity])])
             absent = absent[-self.capacity :]
         if absent.size:
             out[absent] = self._append(absent, [identities[i] for i in absent], X, y, keys)
@@ -266,21 +296,74 @@ class ExampleMemory:
             if self.capacity is not None:
                 new = min(new, self.capacity)
             self._grow(new - allocated)
-        # Free slots first, then the oldest entries of the full ring.
+        # Free slots first; then, in a full memory, the policy's choice (-1: not kept).
         ring = self._y.shape[0]
         free = min(n, ring - self._size)
-        reused = (self._next + np.arange(n - free, dtype=np.int64)) % ring
+        labels = y[_on(y.device, rows)]
+        self._count_seen(labels[:free])
+        if self.policy == "fifo":
+            reused = (self._next + np.arange(n - free, dtype=np.int64)) % ring
+            self._next = (self._next + n - free) % ring
+        else:
+            labels = labels.cpu().numpy()
+            reused = self._sampled_slots(labels[free:], free_labels=labels[:free])
         slots = np.concatenate([np.arange(self._size, self._size + free, dtype=np.int64), reused])
         self._size += free
-        self._next = (self._next + n - free) % ring
+        # An entry replaced again later in the same write: the later example keeps the slot.
+        _, last = np.unique(slots[::-1], return_index=True)
+        kept = np.zeros(n, dtype=bool)
+        kept[n - 1 - last] = True
+        kept &= slots >= 0
         index = self._slots()
-        for slot, ident in zip(slots, identities):
+        for slot, ident in zip(slots[kept], [identities[i] for i in np.flatnonzero(kept)]):
             old = self._ids[slot]
             if old is not None and index.get(old) == slot:
                 del index[old]
             self._ids[slot] = ident
             index[ident] = int(slot)
-        self._put(slots, rows, X, y, keys)
+        self._put(slots[kept], rows[kept], X, y, keys)
+        return np.where(kept, slots, -1)
+
+    def _count_seen(self, labels: torch.Tensor) -> None:
+        """Count new examples offered to the memory (kept or not), in all and per class."""
+        self._seen += int(labels.shape[0])
+        if self.policy == "class_balanced":
+            values, counts = np.unique(labels.cpu().numpy(), return_counts=True)
+            for value, count in zip(values.tolist(), counts.tolist()):
+                self._seen_per_class[value] = self._seen_per_class.get(value, 0) + count
+
+    def _sampled_slots(self, labels: np.ndarray, free_labels: np.ndarray) -> np.ndarray:
+        """The slot each new example of a full memory replaces under ``"reservoir"`` or
+        ``"class_balanced"`` (-1: not kept), in order, as if written one at a time."""
+        slots = np.full(labels.shape[0], -1, dtype=np.int64)
+        if self.policy == "reservoir":
+            for i in range(labels.shape[0]):
+                self._seen += 1
+                j = int(self._rng.integers(self._seen))
+                if j < self.capacity:
+                    slots[i] = j
+            return slots
+        # class_balanced: the stored labels, with the free slots this write fills first
+        stored = np.concatenate([self._y[: self._size].cpu().numpy(), free_labels])
+        held = dict(zip(*np.unique(stored, return_counts=True)))
+        held = {int(k): int(v) for k, v in held.items()}
+        for i, label in enumerate(labels.tolist()):
+            self._seen += 1
+            self._seen_per_class[label] = self._seen_per_class.get(label, 0) + 1
+            largest = max(held.values())
+            if held.get(label, 0) < largest:  # a minority class: take a slot of a largest class
+                donors = [c for c, m in held.items() if m == largest]
+                victim = donors[int(self._rng.integers(len(donors)))]
+            elif self._rng.random() < held[label] / self._seen_per_class[label]:
+                victim = label
+            else:
+                continue
+            candidates = np.flatnonzero(stored == victim)
+            slot = int(candidates[int(self._rng.integers(candidates.shape[0]))])
+            stored[slot] = label
+            held[victim] -= 1
+            held[label] = held.get(label, 0) + 1
+            slots[i] = slot
         return slots
 
     def _grow(self, extra: int) -> None:
@@ -321,6 +404,8 @@ class ExampleMemory:
                 setattr(new, name, t.clone())
         new._ids = None if self._ids is None else list(self._ids)
         new._slot_of = None  # rebuilt on first use
+        new._rng = copy.deepcopy(self._rng)
+        new._seen_per_class = dict(self._seen_per_class)
         return new
 
     def __getstate__(self):
@@ -336,6 +421,7 @@ class ExampleMemory:
         words = np.frombuffer(b"".join(ids), dtype="<i4").reshape(len(ids), _IDENTITY_BYTES // 4)
         # Not derived yet: derived from the stored rows after loading too, when needed.
         state["_ids"] = None if self._ids is None else words.copy()  # writable, for torch.from_numpy
+        state["_rng"] = self._rng.bit_generator.state  # a dict of ints: JSON for sksemiparam.persistence
         return state
 
     def __setstate__(self, state):
@@ -345,6 +431,14 @@ class ExampleMemory:
             state["_ids"] = [row.astype("<i4").tobytes() for row in ids]
         state["device"] = torch.device("cpu") if state["_y"] is None else state["_y"].device
         state["_slot_of"] = None
+        # Saved before the memory had policies: first in, first out.
+        state.setdefault("policy", "fifo")
+        rng = np.random.default_rng(0)
+        if isinstance(state.get("_rng"), dict):
+            rng.bit_generator.state = state["_rng"]
+        state["_rng"] = rng
+        state.setdefault("_seen", state["_size"])
+        state.setdefault("_seen_per_class", {})
         self.__dict__.update(state)
 
     @classmethod
@@ -374,7 +468,7 @@ class ExampleMemory:
         return memory
 
     def __repr__(self) -> str:
-        return f"ExampleMemory(capacity={self.capacity}, entries={self._size})"
+        return f"ExampleMemory(capacity={self.capacity}, policy={self.policy!r}, entries={self._size})"
 
 
 def _on(device: torch.device, index: np.ndarray) -> torch.Tensor:

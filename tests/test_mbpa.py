@@ -256,3 +256,38 @@ def test_partial_fit_over_rows_already_stored_overwrites_their_entries(digits):
     )
     rewritten = (clf.memory_.keys[slots] != keys[slots]).any(1)
     assert rewritten.all()  # each under the embedding of its latest write
+
+
+@pytest.mark.parametrize("policy", ["fifo", "reservoir", "class_balanced"])
+def test_memory_policy_decides_which_tasks_a_full_memory_keeps(policy, digits):
+    X_train, _, y_train, _ = digits
+    clf = MbPAClassifier(
+        memory_size=60, memory_policy=policy, embedding="identity", index="exact", random_state=0,
+        device="cpu",
+    )  # fmt: skip
+    for task in ((0, 1), (2, 3), (4, 5)):  # three tasks of two classes, one pass each
+        rows = np.isin(y_train, task)
+        clf.partial_fit(X_train[rows], y_train[rows], classes=np.arange(10))
+    held = np.bincount(clf.classes_[clf.memory_.y.numpy()], minlength=6)[:6]
+    assert held.sum() == 60
+    if policy == "fifo":  # the newest rows only: the last task
+        assert held[:4].sum() == 0
+    elif policy == "reservoir":  # a uniform sample of ~750 rows: ~10 of each class
+        assert held.min() >= 3, held
+    else:  # equal shares of the six classes
+        assert held.tolist() == [10] * 6
+
+
+def test_a_sampling_memory_saves_and_loads_with_its_draws(digits, tmp_path):
+    from sksemiparam.persistence import load, save
+
+    X_train, X_test, y_train, _ = digits
+    params = {"memory_size": 50, "memory_policy": "class_balanced", "max_epochs": 2, "device": "cpu"}
+    clf = MbPAClassifier(random_state=0, **params).fit(X_train, y_train)
+    save(clf, tmp_path / "model.safetensors")
+    loaded = load(tmp_path / "model.safetensors")
+    np.testing.assert_array_equal(loaded.predict(X_test), clf.predict(X_test))
+    # training on continues the same draws: the same entries are kept
+    clf.partial_fit(X_test, np.zeros(len(X_test), dtype=int))
+    loaded.partial_fit(X_test, np.zeros(len(X_test), dtype=int))
+    np.testing.assert_array_equal(loaded.memory_.y.numpy(), clf.memory_.y.numpy())

@@ -165,3 +165,58 @@ def test_a_first_write_of_rows_hashes_them_only_when_a_later_call_needs_it():
         np.testing.assert_array_equal(m.lookup(row_identities(X, y)), [0, 1, 2, 3])
         np.testing.assert_array_equal(m.write(None, y_more, X=X_more), [1, 2, 4, 5])
         assert len(m) == 6
+
+
+def _labelled(values, labels):
+    X = torch.stack([torch.as_tensor(values, dtype=torch.float32)] * 2, 1)
+    y = torch.as_tensor(labels, dtype=torch.long)
+    return row_identities(X, y), y, X
+
+
+def test_reservoir_keeps_a_uniform_sample_of_the_whole_stream():
+    memory = ExampleMemory(capacity=200, policy="reservoir", random_state=0)
+    for start in range(0, 20_000, 100):  # 200 writes of 100 new examples
+        ids, y, X = _labelled(np.arange(start, start + 100), np.zeros(100))
+        memory.write(ids, y, X=X)
+    assert len(memory) == 200
+    stored = memory.X[:, 0].numpy()
+    assert len(np.unique(stored)) == 200
+    # each tenth of the stream holds ~20 of the 200 (binomial sd ~4.2); FIFO would hold the last 200
+    per_tenth = np.bincount((stored // 2000).astype(int), minlength=10)
+    assert per_tenth.min() >= 5 and per_tenth.max() <= 40, per_tenth
+    fifo = ExampleMemory(capacity=200)
+    for start in range(0, 20_000, 100):
+        ids, y, X = _labelled(np.arange(start, start + 100), np.zeros(100))
+        fifo.write(ids, y, X=X)
+    assert sorted(fifo.X[:, 0].tolist()) == list(range(19_800, 20_000))
+
+
+def test_class_balanced_gives_a_late_class_its_share():
+    memory = ExampleMemory(capacity=100, policy="class_balanced", random_state=0)
+    memory.write(*_labelled(np.arange(900), np.zeros(900))[:2], X=torch.arange(900.0)[:, None].repeat(1, 2))
+    assert memory.y.tolist() == [0] * 100
+    for start in range(900, 1000, 10):  # 100 examples of class 1, ten at a time
+        ids, y, X = _labelled(np.arange(start, start + 10), np.ones(10))
+        memory.write(ids, y, X=X)
+    assert np.bincount(memory.y.numpy()).tolist() == [50, 50]
+    assert len(np.unique(memory.X[:, 0].numpy())) == 100  # each example once
+
+
+def test_sampling_policies_are_reproducible_and_survive_copies_and_pickles():
+    def stream(memory):
+        for start in range(0, 3000, 50):
+            memory.write(*_labelled(np.arange(start, start + 50), np.arange(start, start + 50) % 3)[:2],
+                         X=torch.arange(start, start + 50.0)[:, None].repeat(1, 2))  # fmt: skip
+        return memory
+
+    for policy in ("reservoir", "class_balanced"):
+        a = stream(ExampleMemory(capacity=64, policy=policy, random_state=1))
+        b = stream(ExampleMemory(capacity=64, policy=policy, random_state=1))
+        np.testing.assert_array_equal(a.X.numpy(), b.X.numpy())
+        # a copy (the estimators' snapshot) and a pickle continue the same draws as the original
+        for other in (copy.deepcopy(a), pickle.loads(pickle.dumps(a))):
+            ids, y, X = _labelled(np.arange(5000, 5050), np.arange(50) % 3)
+            a_slots = copy.deepcopy(a).write(ids, y, X=X)
+            np.testing.assert_array_equal(other.write(ids, y, X=X), a_slots)
+    with pytest.raises(ValueError, match="`policy` must be one of"):
+        ExampleMemory(capacity=5, policy="lru")
