@@ -241,6 +241,41 @@ def test_ewc_keeps_important_weights_near_the_first_task(digits):
     assert drift(1000.0) < drift(0.0)
 
 
+def _two_conflicting_tasks():
+    """Task A: the label is the sign of x0 (x1 is 0). Task B: x0 carries it reversed and twice as
+    strongly, x1 weakly and the right way round. A logistic regression w = (1, 10) solves both;
+    plain training on B turns w0 negative and forgets A."""
+    rng = np.random.default_rng(0)
+    yA, yB = rng.integers(0, 2, 400), rng.integers(0, 2, 400)
+    sA, sB = 2 * yA - 1, 2 * yB - 1
+    XA = np.c_[sA + 0.3 * rng.normal(size=400), np.zeros(400)].astype(np.float32)
+    XB = np.c_[-2 * sB + 0.3 * rng.normal(size=400), 0.5 * sB + 0.1 * rng.normal(size=400)]
+    return XA, yA, XB.astype(np.float32), yB
+
+
+@pytest.mark.parametrize("ewc_lambda", [0.0, 100.0])
+def test_ewc_keeps_task_a_on_two_conflicting_tasks(ewc_lambda):
+    XA, yA, XB, yB = _two_conflicting_tasks()
+    clf = MbPAClassifier(
+        inference="parametric", embedding="identity", head_layer_sizes=(), ewc_lambda=ewc_lambda,
+        learning_rate=0.05, batch_size=50, random_state=0, device="cpu",
+    )  # fmt: skip
+    for _ in range(10):
+        clf.partial_fit(XA, yA, classes=[0, 1])
+    clf.end_task(XA, yA)
+    assert clf.score(XA, yA) > 0.99
+    for _ in range(30):
+        clf.partial_fit(XB, yB)
+    assert clf.score(XB, yB) > 0.99
+    if ewc_lambda == 0:
+        assert clf.score(XA, yA) < 0.05  # forgotten: w0 turned negative
+        return
+    # x1 is 0 throughout task A: it says nothing about A, so its weights are free to learn B
+    fisher = clf.ewc_state_[0][1]["head.0.weight"]
+    assert (fisher[:, 1] == 0).all() and (fisher[:, 0] > 0).all()
+    assert clf.score(XA, yA) > 0.99  # kept
+
+
 def test_partial_fit_over_rows_already_stored_overwrites_their_entries(digits):
     X_train, _, y_train, _ = digits
     clf = MbPAClassifier(n_neighbors=8, random_state=0)
