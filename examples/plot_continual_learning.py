@@ -11,9 +11,11 @@ accuracy on task ``j`` after training task ``i``.
 A plain network learns each task and forgets it as soon as the next one is trained (catastrophic
 forgetting). :class:`~sksemiparam.ImpostorClassifier` classifies by a vote of its nearest stored
 training examples (centres), so the examples of the old tasks keep voting for their classes after
-the network has moved on. Elastic weight consolidation (``ewc_lambda``), which protects the
-weights that mattered for earlier tasks, is swept at the end: in this class-incremental setting it
-cannot keep the old classes without also blocking the new ones.
+the network has moved on. :class:`~sksemiparam.MbPAClassifier` with a memory far smaller than the
+stream keeps the old tasks only when the memory keeps their examples (``memory_policy``). Elastic
+weight consolidation (``ewc_lambda``), which protects the weights that mattered for earlier tasks,
+is swept at the end: in this class-incremental setting it cannot keep the old classes without also
+blocking the new ones.
 """
 
 import os
@@ -23,7 +25,7 @@ import numpy as np
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-from sksemiparam import ImpostorClassifier, SemiparametricClassifier
+from sksemiparam import ImpostorClassifier, MbPAClassifier, SemiparametricClassifier
 from sksemiparam.continual import evaluate_stream, plot_accuracy_matrix, split_tasks
 
 # Quick mode (SKSEMIPARAM_QUICK=1, used by CI): fewer passes per task and fewer EWC strengths.
@@ -96,6 +98,39 @@ for ax, (name, result) in zip(axes, results.items()):
         title=f"{name}\nACC {result.average_accuracy:.3f}, BWT {result.backward_transfer:+.3f}",
     )
 fig.suptitle(f"Split digits, 5 tasks of 2 classes, {EPOCHS} passes per task")
+
+# %%
+# A bounded memory: which examples it keeps
+# -----------------------------------------
+# :class:`~sksemiparam.MbPAClassifier` writes every training example to an episodic memory and, at
+# prediction, adapts its output network to each query's nearest entries. With ``memory_size``
+# smaller than the stream, what the memory keeps decides what the model remembers. The default
+# (``memory_policy="fifo"``) keeps the newest entries: at the end only the last task's digits.
+# ``memory_policy="class_balanced"`` keeps about equal shares of every class seen. Here the memory
+# holds 135 entries, a tenth of the training images, and its keys are the pixels
+# (``embedding="identity"``), so they do not go stale as the network learns.
+
+memories = {}
+for policy in ("fifo", "class_balanced"):
+    model = MbPAClassifier(
+        embedding="identity", head_layer_sizes=(128,), memory_size=135, memory_policy=policy,
+        batch_size=32, random_state=0,
+    )  # fmt: skip
+    memories[policy] = evaluate_stream(model, tasks, epochs=EPOCHS, random_state=0)
+    held = np.bincount(model.classes_[model.memory_.y.numpy()], minlength=10)
+    print(
+        f"memory_policy={policy!r}: ACC {memories[policy].average_accuracy:.3f}, "
+        f"BWT {memories[policy].backward_transfer:+.3f}; entries per digit at the end: {held.tolist()}"
+    )
+
+fig, axes = plt.subplots(1, 2, figsize=(11, 4.8), constrained_layout=True)
+for ax, (policy, result) in zip(axes, memories.items()):
+    plot_accuracy_matrix(
+        result,
+        ax=ax,
+        title=f"MbPA, memory_policy={policy!r}\nACC {result.average_accuracy:.3f}, "
+        f"BWT {result.backward_transfer:+.3f}",
+    )
 
 # %%
 # Elastic weight consolidation on the plain network
