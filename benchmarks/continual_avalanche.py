@@ -327,7 +327,9 @@ def run(quick: bool, data_dir: str | None) -> dict[str, Any]:
 
 
 def plot(report: dict[str, Any], path: str) -> None:
-    """Average accuracy (bars, spread over seeds) and the last seed-0 accuracy matrix per method."""
+    """Top: average accuracy after the last task per method (bars, spread over seeds). Below, one
+    row per stream: each method's accuracy matrix R for seed 0 (rows: after training task i;
+    columns: task j; blank: a cell not measured)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -335,8 +337,9 @@ def plot(report: dict[str, Any], path: str) -> None:
 
     summary = report["summary"]
     streams = list(dict.fromkeys(r["stream"] for r in report["results"]))
-    fig, axes = plt.subplots(1, len(streams), figsize=(5.5 * len(streams), 4.5), constrained_layout=True)
-    for ax, stream in zip(np.atleast_1d(axes), streams):
+    fig = plt.figure(figsize=(2.3 * len(METHODS), 4.5 + 2.6 * len(streams)), constrained_layout=True)
+    top, *rows = fig.subfigures(1 + len(streams), 1, height_ratios=[4.5] + [2.6] * len(streams))
+    for ax, stream in zip(np.atleast_1d(top.subplots(1, len(streams))), streams):
         means = [summary[f"{stream}.{m}.avg_accuracy"] for m in METHODS]
         spread = [summary[f"{stream}.{m}.avg_accuracy_std"] for m in METHODS]
         colors = ["tab:gray" if m.startswith("avalanche") else "tab:blue" for m in METHODS]
@@ -344,5 +347,17 @@ def plot(report: dict[str, Any], path: str) -> None:
         ax.set_xticks(range(len(METHODS)), [m.replace("avalanche_", "av. ") for m in METHODS], rotation=60)
         ax.set_ylim(0, 1)
         ax.set_title(f"{stream}: average accuracy after the last task")
-    fig.savefig(path, dpi=110)
+    for subfig, stream in zip(rows, streams):
+        axes = np.atleast_1d(subfig.subplots(1, len(METHODS)))
+        for ax, method in zip(axes, METHODS):
+            (row,) = [
+                r for r in report["results"] if (r["stream"], r["method"], r["seed"]) == (stream, method, 0)
+            ]
+            R = np.array([[np.nan if v is None else v for v in cells] for cells in row["accuracy_matrix"]])
+            ax.imshow(np.ma.masked_invalid(R), vmin=0, vmax=1, cmap="viridis")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(f"{method.replace('avalanche_', 'av. ')}\nACC {row['avg_accuracy']:.2f}", fontsize=8)
+        subfig.suptitle(f"{stream}: accuracy matrices, seed 0", fontsize=10)
+    fig.savefig(path, dpi=90)
     plt.close(fig)
